@@ -1,0 +1,64 @@
+# Two commands do all the set-up on a fresh machine:  make book   and   make test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_STAMP := $(VENV)/.apt-installed
+MATHJAX := book/_mathjax/es5/tex-chtml.js
+export XLA_PYTHON_CLIENT_PREALLOCATE := false
+export PYTHONHASHSEED := 0
+
+.PHONY: all env book test test-fast lint bench checkpoints clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+all: test book
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+# Debian packages: Chromium (browser test of the built book). Only where apt-get exists.
+$(APT_STAMP): | $(STAMP)
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation >/dev/null; \
+	  else echo "note: chromium not installed and cannot apt-get; the browser test will be skipped"; fi; \
+	fi
+	touch $@
+
+# MathJax 3 served locally so equations render offline (install facts: JB1 uses a CDN by default).
+$(MATHJAX):
+	@mkdir -p book/_mathjax
+	cd book/_mathjax && npm pack --silent mathjax@3.2.2 >/dev/null && tar -xzf mathjax-3.2.2.tgz \
+	  && rm -rf es5 && mv package/es5 es5 && rm -rf package mathjax-3.2.2.tgz
+	@test -f $@
+
+env: $(STAMP) $(APT_STAMP) $(MATHJAX)  ## create/refresh .venv with everything
+
+book: env  ## execute every notebook (default profile: cpu) and build the HTML book
+	$(BIN)/jupyter-book build --all . --builder html
+	@echo "Open _build/html/index.html"
+
+test: env  ## the test suite, the notebooks at the smoke profile, and the built book's checks
+	XMODALITY_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-fast: env  ## unit tests only (no notebooks, no book build)
+	XMODALITY_PROFILE=smoke $(BIN)/python -m pytest -q -m "not book" tests
+
+lint: env  ## ruff
+	$(BIN)/ruff check xmodality_lite tests benchmarks
+
+bench: env  ## measure speed and memory; writes benchmarks/RESULTS.md
+	$(BIN)/python -m benchmarks.run_all
+
+checkpoints: env  ## train the four shipped cpu-profile models on the phantom (under an hour)
+	XMODALITY_PROFILE=cpu $(BIN)/python -m xmodality_lite train-shipped --out data/checkpoints
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf _build data/cache .pytest_cache

@@ -1,0 +1,117 @@
+"""NIfTI and file I/O that keeps the affine and header, and never writes half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    The temporary file keeps ``path``'s suffixes, so writers that infer the format from the
+    name (nibabel, numpy) still work. On any exception the temporary file is removed and
+    ``path`` is untouched.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write {path}: folder {parent} is not writable")
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, then rename)."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def _check_nifti_name(path: Path) -> None:
+    if not str(path).endswith(NIFTI_SUFFIXES):
+        raise ValueError(f"{path}: expected a NIfTI file ending in .nii or .nii.gz")
+
+
+def load_nifti(path: str | os.PathLike, *, ndim: int | None = 3) -> nib.Nifti1Image:
+    """Load a NIfTI image, checking it exists, is NIfTI, has ``ndim`` axes and finite voxels.
+
+    The returned image keeps its affine and header; read voxels with ``img.get_fdata()``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    _check_nifti_name(path)
+    try:
+        img = nib.load(str(path))
+    except Exception as err:  # nibabel raises several types for corrupt files
+        raise ValueError(f"{path}: not a readable NIfTI file ({err})") from err
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(f"{path}: expected a NIfTI image, got {type(img).__name__}")
+    if ndim is not None and img.ndim != ndim:
+        raise ValueError(f"{path}: expected a {ndim}D image, got shape {img.shape}")
+    if 0 in img.shape:
+        raise ValueError(f"{path}: image has an empty axis, shape {img.shape}")
+    return img
+
+
+def save_nifti(
+    data: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    affine: np.ndarray | None = None,
+    header: nib.Nifti1Header | None = None,
+    like: nib.Nifti1Image | None = None,
+    dtype: np.dtype | type = np.float32,
+    overwrite: bool = True,
+) -> nib.Nifti1Image:
+    """Write ``data`` as NIfTI atomically, with an explicit on-disk ``dtype``.
+
+    The affine and header come from ``like`` (an image on the same grid) or are given
+    directly. The data dtype is always set explicitly: reusing a uint16 TOF header would
+    otherwise quantise HU values (reference-code gotcha, facts §10).
+    """
+    path = Path(path)
+    _check_nifti_name(path)
+    data = np.asarray(data)
+    if like is not None:
+        affine = like.affine if affine is None else affine
+        header = like.header if header is None else header
+    if affine is None:
+        raise ValueError(f"{path}: an affine is required (pass affine= or like=)")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"{path}: affine must be 4x4, got {affine.shape}")
+    header = header.copy() if header is not None else None
+    img = nib.Nifti1Image(data.astype(dtype, copy=False), affine, header=header)
+    img.set_data_dtype(dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        nib.save(img, str(tmp))
+    return img
