@@ -1,0 +1,73 @@
+"""NIfTI I/O keeps affine and header and never leaves half-written files."""
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from xmodality_lite.io import atomic_path, atomic_write_text, load_nifti, save_nifti
+
+
+def _affine(spacing=(0.45, 0.45, 0.7)):
+    a = np.diag([*spacing, 1.0])
+    a[:3, 3] = [-90.0, -120.0, -60.0]
+    return a
+
+
+def test_save_load_round_trip_keeps_affine_zooms_and_dtype(tmp_path):
+    data = np.random.default_rng(0).normal(100, 50, (8, 9, 10)).astype(np.float32)
+    path = tmp_path / "cta.nii.gz"
+    save_nifti(data, path, affine=_affine())
+    img = load_nifti(path)
+    # NIfTI stores the sform in float32: equal to float32 precision.
+    np.testing.assert_allclose(img.affine, _affine(), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(img.header.get_zooms(), (0.45, 0.45, 0.7), rtol=1e-6)
+    assert img.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(img.get_fdata(dtype=np.float32), data)
+
+
+def test_like_header_does_not_quantise_hu(tmp_path):
+    # A uint16 TOF header reused for a CTA would quantise HU (reference-code gotcha, facts §10).
+    tof = nib.Nifti1Image(np.arange(24, dtype=np.uint16).reshape(2, 3, 4), _affine())
+    tof.set_data_dtype(np.uint16)
+    hu = np.linspace(-50.5, 350.25, 24, dtype=np.float32).reshape(2, 3, 4)
+    save_nifti(hu, tmp_path / "out.nii", like=tof)
+    back = load_nifti(tmp_path / "out.nii")
+    np.testing.assert_array_equal(back.get_fdata(dtype=np.float32), hu)
+    np.testing.assert_allclose(back.affine, tof.affine, rtol=1e-6, atol=1e-5)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz"):
+        load_nifti(tmp_path / "missing.nii.gz")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"notes.txt.*\.nii"):
+        load_nifti(tmp_path / "notes.txt")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="broken.nii.gz.*not a readable NIfTI"):
+        load_nifti(tmp_path / "broken.nii.gz")
+    save_nifti(np.zeros((2, 2, 2, 3), np.float32), tmp_path / "four.nii", affine=np.eye(4))
+    with pytest.raises(ValueError, match=r"four.nii.*3D"):
+        load_nifti(tmp_path / "four.nii")
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out.nii.gz"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("crash mid-write")
+    assert os.listdir(tmp_path) == []
+
+
+def test_overwrite_false_refuses_existing(tmp_path):
+    p = atomic_write_text(tmp_path / "a.json", "{}")
+    with pytest.raises(FileExistsError, match="a.json"):
+        atomic_write_text(p, "[]", overwrite=False)
+    assert p.read_text() == "{}"
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_nifti(np.zeros((2, 2, 2)), tmp_path / "nope" / "x.nii", affine=np.eye(4))
