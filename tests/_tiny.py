@@ -1,0 +1,48 @@
+"""Tiny stand-ins (a two-conv model, synthetic data) for fast pipeline tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+class TinyModel(nnx.Module):
+    """Conv over [x_t, cond] (diffusion) or over tof (regression); log-SNR enters as a bias."""
+
+    def __init__(self, kind: str = "diffusion", *, rngs: nnx.Rngs, dtype=None):
+        self.kind = kind
+        c_in = 2 if kind == "diffusion" else 1
+        self.conv1 = nnx.Conv(c_in, 8, (3, 3), rngs=rngs, dtype=dtype)
+        self.conv2 = nnx.Conv(8, 1, (3, 3), rngs=rngs, dtype=dtype)
+        self.time = nnx.Linear(1, 8, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x, cond=None, logsnr=None):
+        if self.kind == "regression":
+            return self.conv2(nnx.gelu(self.conv1(x))).astype(jnp.float32)
+        h = self.conv1(jnp.concatenate([x, cond], -1))
+        h = h + self.time(logsnr[:, None] / 15.0)[:, None, None, :]
+        return self.conv2(nnx.gelu(h)).astype(jnp.float32)
+
+
+def tiny_build(name, profile, *, rngs, variant="published", dtype=None):
+    return TinyModel("regression" if name == "unet" else "diffusion", rngs=rngs, dtype=dtype)
+
+
+class TinyData:
+    """Batches that depend only on (seed, step); the CTA is a smooth function of the TOF."""
+
+    def __init__(self, batch_size=4, size=16, seed=0, fail_at=None):
+        self.batch_size, self.size, self.seed, self.fail_at = batch_size, size, seed, fail_at
+
+    def batch_at(self, step):
+        if step == self.fail_at:
+            raise RuntimeError(f"simulated crash at step {step}")
+        rng = np.random.default_rng([self.seed, step])
+        tof = np.tanh(rng.normal(size=(self.batch_size, self.size, self.size, 1)))
+        return tof.astype(np.float32), (0.5 * tof - 0.2).astype(np.float32)
+
+
+def key_equal(a, b) -> bool:
+    return bool(np.array_equal(jax.random.key_data(a), jax.random.key_data(b)))
