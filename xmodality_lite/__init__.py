@@ -1,10 +1,75 @@
 """xmodality_lite: diffusion-based TOF-MRA → CTA synthesis (Koch et al. 2024), for teaching.
 
 For teaching and research only; not for clinical use.
+
+Submodules load on first use, so ``import xmodality_lite as xl`` is instant and
+``xl.diffusion``, ``xl.models``, ``xl.preprocessing`` ... import what they need when touched.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from xmodality_lite.config import PROFILES, Profile, get_profile
 
 __version__ = "0.1.0"
 
-__all__ = ["PROFILES", "Profile", "get_profile", "__version__"]
+_SUBMODULES = (
+    "checkpoint",
+    "cli",
+    "config",
+    "data",
+    "diffusion",
+    "evaluation",
+    "features",
+    "io",
+    "metrics",
+    "models",
+    "parallel",
+    "preprocessing",
+    "reconstruction",
+    "registration",
+    "training",
+    "translation",
+)
+
+# Public functions re-exported at the top level: name -> submodule.
+_FUNCTIONS = {
+    "build_model": "models",
+    "count_params": "models",
+    "make_pair": "data.phantom",
+    "train": "training",
+    "translate_slices": "translation",
+    "translate_volume": "reconstruction",
+    "register_tof_to_cta": "registration",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xmodality_lite import (  # noqa: F401
+        checkpoint,
+        data,
+        diffusion,
+        features,
+        io,
+        metrics,
+        models,
+        preprocessing,
+        registration,
+        training,
+    )
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"xmodality_lite.{name}")
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(f"xmodality_lite.{_FUNCTIONS[name]}"), name)
+    raise AttributeError(f"module 'xmodality_lite' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULES, *_FUNCTIONS])
+
+
+__all__ = ["PROFILES", "Profile", "get_profile", "__version__", *_SUBMODULES, *_FUNCTIONS]
