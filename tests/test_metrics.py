@@ -4,7 +4,6 @@ import csv
 import io
 import math
 
-import dm_pix
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -36,17 +35,18 @@ def test_to_unit_range_maps_and_clips():
 
 def test_slice_metrics_match_skimage_per_image(slice_pair):
     pred, target = slice_pair
+    got = {f.__name__: f(pred, target) for f in (M.mse, M.mae, M.psnr, M.ssim)}
     for i in range(len(pred)):
         p, t = pred[i, ..., 0].astype(np.float64), target[i, ..., 0].astype(np.float64)
-        np.testing.assert_allclose(M.mse(pred, target)[i], mean_squared_error(t, p), rtol=1e-5)
-        np.testing.assert_allclose(M.mae(pred, target)[i], np.abs(t - p).mean(), rtol=1e-5)
-        np.testing.assert_allclose(M.psnr(pred, target)[i],
+        np.testing.assert_allclose(got["mse"][i], mean_squared_error(t, p), rtol=1e-5)
+        np.testing.assert_allclose(got["mae"][i], np.abs(t - p).mean(), rtol=1e-5)
+        np.testing.assert_allclose(got["psnr"][i],
                                    peak_signal_noise_ratio(t, p, data_range=1.0), rtol=1e-5)
         # skimage filters with reflect padding, then crops (11 - 1) / 2 = 5 px from each border
         # before averaging: exactly the "valid" map dm-pix averages. Only float32 vs float64
         # rounding separates them.
         ref = structural_similarity(t, p, data_range=1.0, **SKIMAGE_SSIM)
-        np.testing.assert_allclose(M.ssim(pred, target)[i], ref, atol=2e-5)
+        np.testing.assert_allclose(got["ssim"][i], ref, atol=2e-5)
 
 
 def test_ssim_of_identical_images_is_one_and_drops_with_noise(slice_pair):
@@ -58,7 +58,7 @@ def test_ssim_of_identical_images_is_one_and_drops_with_noise(slice_pair):
 def test_nd_ssim_in_2d_equals_dm_pix(slice_pair):
     pred, target = slice_pair
     ours = M._ssim_nd(pred[0, ..., 0], target[0, ..., 0], 1.0)
-    np.testing.assert_allclose(ours, dm_pix.ssim(pred[:1], target[:1])[0], atol=1e-6)
+    np.testing.assert_allclose(ours, M.ssim(pred[:1], target[:1])[0], atol=1e-6)  # dm-pix
 
 
 def test_ssim_3d_matches_skimage_3d():
@@ -91,6 +91,14 @@ def test_volume_metrics_in_hu_match_skimage_after_clipping():
                                structural_similarity(t, p, data_range=400.0, **SKIMAGE_SSIM),
                                atol=5e-5)
     assert M.volume_metrics(target, target)["psnr"] == math.inf
+
+
+def test_transverse_slices_for_fd_window_and_axis():
+    vol = np.zeros((4, 5, 3))
+    vol[..., 1], vol[..., 2] = 150.0, 1000.0  # mid-window, above the window
+    s = M.transverse_slices_for_fd(vol)
+    assert s.shape == (3, 4, 5, 1)
+    np.testing.assert_allclose(s[:, 0, 0, 0], [50 / 400, 200 / 400, 1.0])
 
 
 @pytest.mark.parametrize("fn, args, match", [

@@ -9,6 +9,7 @@ filtering (the map is not padded at the borders), as dm-pix and the authors' 3D 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import warnings
@@ -65,8 +66,11 @@ def ssim(pred: jax.Array, target: jax.Array) -> jax.Array:
     pred, target = _check_pair(pred, target, 4, "ssim")
     if min(pred.shape[1:3]) < SSIM_WINDOW:
         raise ValueError(f"ssim: images must be at least {SSIM_WINDOW} px wide, got {pred.shape}")
-    return dm_pix.ssim(pred, target, max_val=1.0, filter_size=SSIM_WINDOW,
-                       filter_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2)
+    return _dm_pix_ssim(pred, target)
+
+
+_dm_pix_ssim = jax.jit(functools.partial(dm_pix.ssim, max_val=1.0, filter_size=SSIM_WINDOW,
+                                         filter_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2))
 
 
 # --------------------------------------------------------------------------- volumes, HU
@@ -133,6 +137,22 @@ def volume_metrics(pred_hu: jax.Array, target_hu: jax.Array, *,
         "psnr": 10.0 * math.log10(data_range**2 / mse_hu) if mse_hu > 0 else math.inf,
         "ssim": float(ssim_3d(pred_hu, target_hu, data_range=data_range)),
     }
+
+
+def transverse_slices_for_fd(volume_hu: np.ndarray, *,
+                             hu_window: tuple[float, float] = HU_WINDOW) -> np.ndarray:
+    """A CTA volume [X, Y, Z] in HU → its transverse slices [Z, X, Y, 1] in [0, 1] for the FD.
+
+    HU are clipped to ``hu_window`` and scaled to [0, 1] as the authors' volume FD does; the
+    ViT extractor then resizes each slice to 256² (facts §11). Note the paper's text says FDs are
+    averaged per patient, whereas the authors' code pools the slices of all subjects.
+    """
+    lo, hi = hu_window
+    volume_hu = np.asarray(volume_hu, np.float32)
+    if volume_hu.ndim != 3:
+        raise ValueError(f"volume_hu must be [X, Y, Z], got shape {volume_hu.shape}")
+    unit = (np.clip(volume_hu, lo, hi) - lo) / (hi - lo)
+    return np.moveaxis(unit, -1, 0)[..., None]
 
 
 # --------------------------------------------------------------------------- Fréchet distance
