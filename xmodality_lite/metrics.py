@@ -242,7 +242,8 @@ class FDAccumulator:
             raise ValueError(f"cannot mix feature extractors in one FD: {sorted(names)}")
         real = np.asarray(getattr(real, "features", real), np.float64)
         fake = np.asarray(getattr(fake, "features", fake), np.float64)
-        dim = self._real.mean.shape[0] if self._real.mean is not None else real.shape[-1]
+        first = real.shape[-1] if real.ndim == 2 else "D"
+        dim = self._real.mean.shape[0] if self._real.mean is not None else first
         for name, x in (("real", real), ("fake", fake)):
             if x.ndim != 2 or x.shape[1] != dim:
                 raise ValueError(f"{name} features must be [N, {dim}], got shape {x.shape}")
