@@ -23,9 +23,9 @@ class DataConfig:
     """Phantom geometry, preprocessing and split (paper §3.1)."""
 
     # phantom grids (voxels, mm); TopCoW native: CT ~0.45×0.45×0.7 mm, MR ~0.3×0.3×0.6 mm
-    ct_shape: tuple[int, int, int] = (128, 128, 80)
-    ct_spacing: tuple[float, float, float] = (1.6, 1.6, 1.6)
-    mr_shape: tuple[int, int, int] = (144, 144, 64)
+    ct_shape: tuple[int, int, int] = (128, 128, 96)  # 205 × 205 × 173 mm: the whole head
+    ct_spacing: tuple[float, float, float] = (1.6, 1.6, 1.8)
+    mr_shape: tuple[int, int, int] = (120, 152, 64)  # 144 × 182 × 102 mm slab, as TopCoW MR 066
     mr_spacing: tuple[float, float, float] = (1.2, 1.2, 1.6)
     n_subjects: int = 6  # phantom patients generated for the dataset
     # preprocessing (paper §3.1; reference prepare.py)
@@ -87,8 +87,8 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         image_size=32,
-        data=DataConfig(ct_shape=(48, 48, 24), ct_spacing=(4.0, 4.0, 4.0),
-                        mr_shape=(56, 56, 20), mr_spacing=(3.4, 3.4, 4.8),
+        data=DataConfig(ct_shape=(48, 48, 40), ct_spacing=(4.0, 4.0, 4.4),
+                        mr_shape=(44, 56, 24), mr_spacing=(3.2, 3.2, 4.2),
                         n_subjects=3, min_foreground_px=20),
         train=TrainConfig(batch_size=4, steps=20, log_every=5, checkpoint_every=10),
         sample=SampleConfig(steps=4, batch_size=8),
@@ -106,7 +106,7 @@ PROFILES: dict[str, Profile] = {
         name="paper",
         image_size=256,
         data=DataConfig(ct_shape=(512, 512, 300), ct_spacing=(0.45, 0.45, 0.7),
-                        mr_shape=(640, 640, 200), mr_spacing=(0.3, 0.3, 0.6), n_subjects=10),
+                        mr_shape=(480, 620, 174), mr_spacing=(0.3, 0.3, 0.6), n_subjects=10),
         train=TrainConfig(batch_size=16, steps=150_000, dtype="bfloat16",
                           log_every=20, checkpoint_every=1000),
         sample=SampleConfig(steps=128, batch_size=32),
