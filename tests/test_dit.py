@@ -1,0 +1,143 @@
+"""DiT-L/16 (facts §5): exact size, published layout, adaLN-Zero init, training signal."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from test_transformer import param_shapes, published_shapes
+
+from xmodality_lite.models.dit import (
+    DIT_SIZES,
+    DiT,
+    dit_published_mapping,
+    logsnr_frequency_features,
+    patchify,
+    unpatchify,
+)
+
+VARIANTS = ["published", "corrected"]
+IMAGE = {"smoke": 32, "cpu": 64, "paper": 256}
+
+
+def make(size: str, variant: str = "published", **kw) -> DiT:
+    return DiT(**DIT_SIZES[size], variant=variant, **kw, rngs=nnx.Rngs(0))
+
+
+@nnx.jit
+def forward(model: DiT, x_t, cond, logsnr) -> jax.Array:
+    return model(x_t, cond, logsnr)
+
+
+def inputs(size: str, batch: int = 2, seed: int = 0):
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    shape = (batch, IMAGE[size], IMAGE[size], 1)
+    return (jax.random.normal(k1, shape), jax.random.uniform(k2, shape, minval=-1, maxval=1),
+            jax.random.uniform(k3, (batch,), minval=-15, maxval=15))
+
+
+@pytest.fixture(scope="module")
+def paper_model() -> DiT:
+    return nnx.eval_shape(lambda: make("paper"))
+
+
+def test_paper_parameter_count(paper_model):
+    # facts §5/§14: 558,368,000 in 447 tensors (paper Table 2: 558M).
+    shapes = param_shapes(paper_model)
+    assert len(shapes) == 447
+    assert sum(int(np.prod(s)) for s in shapes.values()) == 558_368_000
+
+
+def test_paper_layout_matches_published(paper_model):
+    ours = param_shapes(paper_model)
+    published = published_shapes("dit")
+    mapping = dit_published_mapping(depth=24)
+    assert set(mapping) == set(published)
+    assert set(mapping.values()) == set(ours) and len(mapping) == len(ours)
+    for key, path in mapping.items():
+        assert ours[path] == published[key], key
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_zero_output_at_init(variant):
+    # adaLN-Zero and the zero-initialised head make a fresh DiT output exactly 0 (facts §14).
+    v = forward(make("smoke", variant), *inputs("smoke"))
+    assert v.shape == (2, 32, 32, 1) and v.dtype == jnp.float32
+    assert float(jnp.abs(v).max()) == 0.0
+
+
+@pytest.mark.parametrize("size", ["smoke", "cpu"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_output_shape(size, variant):
+    model = make(size, variant)
+    nnx.update(model, jax.tree.map(lambda p: p + 0.01, nnx.state(model, nnx.Param)))
+    v = forward(model, *inputs(size, batch=1))
+    assert v.shape == (1, IMAGE[size], IMAGE[size], 1)
+    assert float(jnp.abs(v).max()) > 0
+
+
+def test_bfloat16_forward_finite():
+    model = make("smoke", dtype=jnp.bfloat16)
+    nnx.update(model, jax.tree.map(lambda p: p + 0.01, nnx.state(model, nnx.Param)))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    v = forward(model, *inputs("smoke"))
+    assert bool(jnp.all(jnp.isfinite(v))) and float(jnp.abs(v).max()) > 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_adam_steps_lower_loss(variant):
+    model = make("smoke", variant)
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    x_t, cond, logsnr = inputs("smoke", batch=4)
+    target = jnp.tanh(cond) * 0.5
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x_t, cond, logsnr) - target) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(8)]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_logsnr_features_cos_first():
+    # facts §5: [cos, sin], f_k = exp(−ln(10⁴)·k/half).
+    lam = jnp.array([0.0, 2.5])
+    f = np.asarray(logsnr_frequency_features(lam, 8))
+    freqs = np.exp(-np.log(10000.0) * np.arange(4) / 4)
+    np.testing.assert_allclose(f[1], np.concatenate([np.cos(2.5 * freqs), np.sin(2.5 * freqs)]),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(f[0], [1, 1, 1, 1, 0, 0, 0, 0])
+
+
+def test_patchify_layout_and_inverse():
+    x = jnp.arange(2 * 8 * 8 * 3, dtype=jnp.float32).reshape(2, 8, 8, 3)
+    t = patchify(x, 4)
+    assert t.shape == (2, 2, 2, 48)
+    # b (h p1) (w p2) c -> b h w (p1 p2 c): token (1, 0), entry (p1=2, p2=3, c=1)
+    assert t[1, 1, 0, (2 * 4 + 3) * 3 + 1] == x[1, 4 + 2, 0 + 3, 1]
+    np.testing.assert_array_equal(unpatchify(t, 4), x)
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((2, 30, 32, 1), "divisible"),
+    ((2, 32, 32, 2), r"\[B, H, W, 1\]"),
+    ((32, 32, 1), r"\[B, H, W, 1\]"),
+])
+def test_bad_input_shape_raises(shape, match):
+    model = make("smoke")
+    with pytest.raises(ValueError, match=match):
+        model(jnp.zeros(shape), jnp.zeros(shape), jnp.zeros(shape[:1]))
+
+
+def test_bad_logsnr_and_variant_raise():
+    model = make("smoke")
+    x = jnp.zeros((2, 32, 32, 1))
+    with pytest.raises(ValueError, match="logsnr"):
+        model(x, x, jnp.zeros(()))
+    with pytest.raises(ValueError, match="cond"):
+        model(x, x[:1], jnp.zeros(2))
+    with pytest.raises(ValueError, match="variant"):
+        make("smoke", "fixed")
