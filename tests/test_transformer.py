@@ -18,11 +18,14 @@ from xmodality_lite.models.transformer import (
     transformer_published_mapping,
 )
 
+# Generated from the published flax models (facts §12); lives outside the repository.
 LAYOUT = Path("/work/shared/reference/xmodality-param-layout.txt")
 
 
 def published_shapes(model: str) -> dict[str, tuple[int, ...]]:
     """Parse one model's section of the reference parameter layout: key → shape."""
+    if not LAYOUT.exists():
+        pytest.skip(f"reference layout {LAYOUT} not available")
     shapes, inside = {}, False
     for line in LAYOUT.read_text().splitlines():
         if line.startswith("# ======= model"):
