@@ -77,7 +77,7 @@ class Profile:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def replace(self, **changes) -> "Profile":
+    def replace(self, **changes) -> Profile:
         """A copy with top-level fields changed, e.g. ``profile.replace(image_size=32)``."""
         return dataclasses.replace(self, **changes)
 

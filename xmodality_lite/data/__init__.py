@@ -1,0 +1,31 @@
+"""Data: the embedded TOF/CTA phantom, the TopCoW layout (writer and loader), figure helpers.
+
+Submodules import on first use (the phantom loads nilearn's MNI templates, the loader only
+nibabel), so ``from xmodality_lite.data import make_pair`` costs only what it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "make_pair": "phantom",
+    "PhantomPair": "phantom",
+    "write_topcow_layout": "layout",
+    "find_pairs": "topcow",
+    "validate_pair": "topcow",
+    "data_root": "topcow",
+    "TopCowPair": "topcow",
+}
+_SUBMODULES = ("anatomy", "dataset", "layout", "phantom", "slices", "topcow", "views")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"xmodality_lite.data.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"xmodality_lite.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'xmodality_lite.data' has no attribute {name!r}")
+
+
+__all__ = [*_EXPORTS, *_SUBMODULES]
