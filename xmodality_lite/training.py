@@ -118,7 +118,7 @@ def default_data(profile: Profile, seed: int):
     """Random crops of the phantom training split, resumable by step."""
     from xmodality_lite.preprocessing import BatchIterator, phantom_dataset
 
-    return BatchIterator(phantom_dataset(profile), profile.train.batch_size, seed,
+    return BatchIterator(phantom_dataset(profile)["train"], profile.train.batch_size, seed,
                          profile.image_size)
 
 
