@@ -19,7 +19,7 @@ from xmodality_lite.models.transformer import (
 )
 
 # Generated from the published flax models (facts §12); lives outside the repository.
-LAYOUT = Path("/work/shared/reference/xmodality-param-layout.txt")
+LAYOUT = Path(__file__).parent / "data" / "xmodality-param-layout.txt"
 
 
 def published_shapes(model: str) -> dict[str, tuple[int, ...]]:
