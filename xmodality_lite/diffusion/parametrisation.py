@@ -39,7 +39,7 @@ def _check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> N
 
 
 def q_sample(x0: jax.Array, eps: jax.Array, logsnr: jax.Array) -> jax.Array:
-    """Forward process z_t = α x0 + σ ε (Kingma et al. 2021, eq. 1)."""
+    """Forward process z_t = α x0 + σ ε (Kingma et al. 2021, §3.1)."""
     _check_same_shape(x0, eps, "x0", "eps")
     alpha, sigma = _alpha_sigma_like(logsnr, x0, "x0")
     return alpha * x0 + sigma * eps

@@ -64,7 +64,7 @@ def functional(apply_fn: ApplyFn | nnx.Module) -> tuple[Callable[..., jax.Array]
 def ddpm_posterior(
     z_t: jax.Array, x0_hat: jax.Array, logsnr_t: jax.Array, logsnr_s: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Mean and variance of q(z_s | z_t, x0 = x̂0) for λ_s > λ_t (Kingma et al. 2021, eq. 33).
+    """Mean and variance of q(z_s | z_t, x0 = x̂0) for λ_s > λ_t (Kingma et al. 2021, App. A).
 
     With c = 1 − SNR_t/SNR_s = −expm1(λ_t − λ_s): mean = α_s (z_t (1 − c)/α_t + c x̂0) and
     variance = σ_s² c. λ has shape [B]; the variance is returned as [B, 1, 1, 1].
@@ -151,8 +151,10 @@ def sample(
     """Draw x0 [B, H, W, C] in [−1, 1] given ``cond`` with the sampler ``name`` (see SAMPLERS).
 
     ``steps`` model calls on t = linspace(1, 0, steps + 1) under ``schedule``; the same key gives
-    the same sample. With ``return_trajectory`` also returns a :class:`Trajectory`. ``schedule``
-    must be hashable and stable across calls to reuse compilations (use ``get_schedule``).
+    the same sample. With ``return_trajectory`` also returns a :class:`Trajectory`. Compilations
+    are reused per (model structure, steps, sampler, schedule, shape, dtype): pass an NNX module
+    or one stable function (a fresh lambda per call recompiles) and a stable schedule
+    (``get_schedule`` returns the same object for the same arguments).
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
