@@ -1,0 +1,140 @@
+"""Shared helpers for the benchmark sections: timing, peak memory, machine facts, JSON results.
+
+Conventions (see benchmarks/README.md): every timed call is followed by ``block_until_ready``;
+the first call (compilation included) is reported on its own; the steady-state figure is the
+median of ``repeats`` calls after it. The CPU may be shared, so each section records the load
+average before and after it ran.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def block(x):
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 3) -> dict[str, Any]:
+    """``first_s`` (compilation included), ``runs_s`` and their ``median_s`` (wall clock), and
+    ``cpu_median_s``: the median CPU time of this process (all threads) per call.
+
+    CPU time is what the call costs; wall time also counts waiting for a shared CPU, so on a
+    busy machine wall ≫ CPU / cores. ``fn`` is called ``repeats + 1`` times, each blocked on.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1; got {repeats}")
+    t0 = time.perf_counter()
+    block(fn())
+    first = time.perf_counter() - t0
+    runs, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        block(fn())
+        runs.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"first_s": first, "runs_s": runs, "median_s": statistics.median(runs),
+            "cpu_median_s": statistics.median(cpu)}
+
+
+def load() -> list[float]:
+    """1, 5 and 15 minute load averages: how busy the (shared) CPU was."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, text=True, capture_output=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "antspyx"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def machine() -> dict[str, Any]:
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "ram_gib": _ram_gib(),
+            "os": platform.platform(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def write_result(section: str, payload: dict[str, Any]) -> Path:
+    """``benchmarks/results/<section>.json`` with the run's context, written atomically."""
+    from xmodality_lite.io import atomic_write_text
+
+    record = {"section": section,
+              "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+              "commit": git_commit(), "machine": machine(), "versions": versions(), **payload}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{section}.json"
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def run_worker(module: str, *args: str, timeout: float | None = None) -> dict[str, Any]:
+    """``python -m <module> --worker <args>`` in a fresh process; its last stdout line is JSON.
+
+    A fresh process per measurement keeps peak RSS per model and isolates compilation caches.
+    """
+    cmd = [sys.executable, "-m", module, "--worker", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=timeout)
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def log(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)

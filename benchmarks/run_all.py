@@ -1,0 +1,208 @@
+"""Run the benchmark sections and render ``benchmarks/RESULTS.md`` from their JSON results.
+
+    python -m benchmarks.run_all                      # models, sampler, volume, registration
+    python -m benchmarks.run_all --only sampler,volume --quick
+    python -m benchmarks.run_all --only notebooks     # opt-in: executes the whole book
+    python -m benchmarks.run_all --render             # only re-render RESULTS.md
+
+RESULTS.md shows every section that has a result file, each with its own date and commit, so
+sections run at different times can be told apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+from pathlib import Path
+
+from benchmarks.common import RESULTS, git_commit, log, machine, versions
+
+HERE = Path(__file__).resolve().parent
+DEFAULT = ("models", "sampler", "volume", "registration")
+SECTIONS = (*DEFAULT, "notebooks")
+
+
+def _read(section: str) -> dict | None:
+    path = RESULTS / f"{section}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _f(x, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def _models(r: dict) -> list[str]:
+    from benchmarks.bench_models import PAPER_TABLE2, REFERENCE
+
+    out = ["## 1. Models (beside the paper's Table 2)", "",
+           "Float32, jitted; forward = the pure function `diffusion.functional(model)` under "
+           "`jax.jit`; train step = `training.make_train_step` (value_and_grad of v/Min-SNR-5 or "
+           "MSE for the U-Net, Adam 1e-4 update, whole state donated). Median of "
+           f"{r['repeats']} calls after a first call (compilation included) shown separately; "
+           "CPU s = this process's CPU time per call (all threads; less sensitive to a busy "
+           "machine than wall time). Ratio = ours / reference (facts §14, second measurement, "
+           "same machine kind): < 1 is faster. GFLOPs: XLA `cost_analysis()` of a batch-1 "
+           "forward (≈ 2 × MACs), as the reference's `estimate_gflops.py`; the paper's printed "
+           "column is given as printed (it does not match that script's numbers for any model).",
+           ""]
+    for profile in ("paper", "cpu", "smoke"):
+        rows = [x for x in r["rows"] if x.get("profile") == profile]
+        if not rows:
+            continue
+        bf, bt = r["batch"][profile]
+        size = rows[0].get("image_size", "?")
+        out += [f"### `{profile}` profile: {size}², forward batch {bf}, train batch {bt}", ""]
+        head = ["model", "params (exact)", "GFLOPs b=1", "fwd median s", "fwd first s",
+                "fwd CPU s", "train median s", "train first s", "train CPU s", "peak RSS GiB"]
+        if profile == "paper":
+            head[2:2] = ["paper params", "paper GFLOPs"]
+            head[7:7] = ["ref fwd s", "fwd ratio"]
+            head[12:12] = ["ref train s", "train ratio"]
+        body = []
+        for x in rows:
+            if "error" in x:
+                body.append([x["model"], f"error: {x['error'][-120:]}"] + [""] * (len(head) - 2))
+                continue
+            fwd, tr = x.get("forward", {}), x.get("train", {})
+            line = [x["model"], f"{x['params']:,}", _f(x["gflops_b1"], 1),
+                    _f(fwd.get("median_s"), 3), _f(fwd.get("first_s"), 1),
+                    _f(fwd.get("cpu_median_s"), 3), _f(tr.get("median_s"), 2),
+                    _f(tr.get("first_s"), 1), _f(tr.get("cpu_median_s"), 2),
+                    _f(x["peak_rss_mib"] / 1024, 2)]
+            if profile == "paper":
+                p_params, _, p_gflops = PAPER_TABLE2[x["model"]]
+                ref_fwd, _, ref_train, _ = REFERENCE[x["model"]]
+                line[2:2] = [p_params, str(p_gflops)]
+                line[7:7] = [_f(ref_fwd, 3), _f(fwd.get("median_s", 0) / ref_fwd, 2)]
+                line[12:12] = [_f(ref_train, 2), _f(tr.get("median_s", 0) / ref_train, 2)]
+            body.append(line)
+        out += _table(head, body)
+    return out
+
+
+def _sampler(r: dict) -> list[str]:
+    out = ["## 2. Sampler efficiency", "",
+           "Efficiency = sampling time ÷ (steps × one forward at the same batch); 1.00 means "
+           f"the driver costs nothing beyond the network. Target ≤ {r['target']}. `cpu`-profile "
+           f"models, random weights, batch {r['batch']}, 64²; median of {r['repeats']} after a "
+           "warm-up. `sample` = `diffusion.sample` on the batch; `translate_slices` = one "
+           "vmapped chain per slice, as the volume pipeline runs it.", ""]
+    body = []
+    for row in r["rows"]:
+        if "error" in row:
+            body.append([row["model"], "error", row["error"][-120:], "", "", "", "", ""])
+            continue
+        fwd = row["forward"]["median_s"]
+        for x in row["runs"]:
+            body.append([row["model"], x["sampler"], str(x["steps"]), x["path"],
+                         _f(fwd, 4), _f(x["median_s"], 3), _f(x["efficiency"], 3),
+                         _f(x["cpu_efficiency"], 3)])
+    return out + _table(["model", "sampler", "steps", "path", "forward s", "sampling s",
+                         "efficiency (wall)", "efficiency (CPU)"], body)
+
+
+def _volume(r: dict) -> list[str]:
+    x = r["row"]
+    out = ["## 3. Volume translation", ""]
+    if "error" in x:
+        return out + [f"error: {x['error']}", ""]
+    out += ["`reconstruction.translate_volume` on a phantom TOF volume, `cpu`-profile "
+            f"{x['model']} ({'random weights' if x['weights'] == 'random' else x['weights']}), "
+            f"{x['sampler'].upper()} {x['steps']} steps; the time includes the one compilation. "
+            f"Target < {r['target_s']:.0f} s.", ""]
+    return out + _table(
+        ["volume", "slices translated", "seconds", "s / slice", "peak RSS GiB", "< target"],
+        [["×".join(map(str, x["shape"])), str(x["slices_translated"]), _f(x["seconds"], 1),
+          _f(x["per_slice_s"], 3), _f(x["peak_rss_mib"] / 1024, 2),
+          "yes" if x["seconds"] < r["target_s"] else "**no**"]])
+
+
+def _registration(r: dict) -> list[str]:
+    x = r["row"]
+    out = ["## 4. Registration", ""]
+    if "error" in x:
+        return out + [f"error: {x['error']}", ""]
+    out += ["`registration.register_tof_to_cta` (ANTs SyN, deterministic single-thread "
+            f"subprocess) on the `{x['profile']}` phantom pair (seed {x['seed']}); error from "
+            f"`registration_error` against the known misalignment ({x['landmarks']} landmarks).",
+            ""]
+    return out + _table(
+        ["TOF grid", "CTA grid", "seconds", "landmark mm before", "after", "vessel Dice before",
+         "after", "peak RSS GiB"],
+        [["×".join(map(str, x["tof_shape"])), "×".join(map(str, x["cta_shape"])),
+          _f(x["register_s"], 1), _f(x["landmark_mm_before"]), _f(x["landmark_mm_after"]),
+          _f(x["dice_before"], 3), _f(x["dice_after"], 3), _f(x["peak_rss_mib"] / 1024, 2)]])
+
+
+def _notebooks(r: dict) -> list[str]:
+    out = ["## 5. Notebooks", "",
+           f"Each notebook executed by nbclient in a fresh process at the `{r['profile']}` "
+           f"profile. Budget: whole book ≤ {r['budget_s'] / 60:.0f} min, peak ≤ "
+           f"{r['budget_rss_mib'] / 1024:.0f} GiB per notebook. Total "
+           f"{r['total_s'] / 60:.1f} min, max peak {r['max_peak_rss_mib'] / 1024:.2f} GiB: "
+           f"{'within budget' if r['within_budget'] else '**over budget or failing**'}.", ""]
+    body = [[x["notebook"], _f(x.get("seconds"), 1), _f(x.get("peak_rss_mib", 0) / 1024, 2),
+             "placeholder" if x.get("placeholder") else "lesson",
+             (x.get("error") or "ok").replace("|", "/")] for x in r["rows"]]
+    return out + _table(["notebook", "seconds", "peak RSS GiB", "state", "result"], body)
+
+
+RENDER = {"models": _models, "sampler": _sampler, "volume": _volume,
+          "registration": _registration, "notebooks": _notebooks}
+
+
+def render() -> Path:
+    from xmodality_lite.io import atomic_write_text
+
+    results = {s: _read(s) for s in SECTIONS}
+    m, v = machine(), versions()
+    lines = ["# Benchmark results", "",
+             "Generated by `python -m benchmarks.run_all` (see `benchmarks/README.md`). "
+             "Timings are measurements on the machine below, never assertions; the CPU may be "
+             "shared, so compare ratios measured within one run and read the load average.", "",
+             f"- rendered: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}"
+             f" at commit `{git_commit()}`",
+             f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}",
+             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
+             "| section | run at (UTC) | commit | load avg before → after (1/5/15 min) |",
+             "|---|---|---|---|"]
+    for s, r in results.items():
+        if r is not None:
+            lines.append(f"| {s} | {r['date']} | `{r['commit']}` | {r.get('load_before')} → "
+                         f"{r.get('load_after')} |")
+    lines.append("")
+    for s, r in results.items():
+        if r is not None:
+            lines += RENDER[s](r)
+    path = HERE / "RESULTS.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help=f"comma list of sections from {list(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
+    parser.add_argument("--render", action="store_true", help="re-render RESULTS.md only")
+    args = parser.parse_args(argv)
+    if not args.render:
+        chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+        if unknown := sorted(set(chosen) - set(SECTIONS)):
+            raise SystemExit(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+        for section in chosen:
+            log(f"== {section}")
+            module = importlib.import_module(f"benchmarks.bench_{section}")
+            module.main(["--quick"] if args.quick else [])
+    log(f"wrote {render()}")
+
+
+if __name__ == "__main__":
+    main()
