@@ -129,3 +129,17 @@ def test_temporary_transforms_are_owned_by_the_result(tube_pair):
 def test_bad_input():
     with pytest.raises(ValueError, match="tof: expected a 3-D nibabel image"):
         register_tof_to_cta(np.zeros((4, 4, 4)), nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)))
+
+
+def test_pyramid_adapts_to_small_volumes():
+    from xmodality_lite.registration import pyramid_for
+
+    # A 128³ head keeps three levels; a 24-voxel smoke slab keeps only the levels where the
+    # coarsest image still has >= 10 voxels per axis (ANTs' default 8x shrink would leave 3).
+    big, small = pyramid_for((128, 128, 96)), pyramid_for((44, 48, 24))
+    assert big["aff_shrink_factors"] == (4, 2, 1) and big["reg_iterations"][-1] == 0
+    assert small["aff_shrink_factors"] == (2, 1)
+    for p in (big, small):
+        n = len(p["aff_shrink_factors"])
+        assert len(p["aff_smoothing_sigmas"]) == len(p["aff_iterations"]) == n
+        assert min((128, 128, 96) if p is big else (44, 48, 24)) // p["aff_shrink_factors"][0] >= 10

@@ -135,6 +135,26 @@ def _register_subprocess(cta, tof, outprefix: str, *, seed: int, **options):
 
 # --- registration --------------------------------------------------------------------------------
 
+_LEVELS = ((8, 4.0), (4, 2.0), (2, 1.0), (1, 0.0))  # (shrink factor, smoothing sigma in voxels)
+
+
+def pyramid_for(shape: tuple[int, ...], *, min_voxels: int = 10) -> dict:
+    """Multi-resolution settings whose coarsest level still has ``min_voxels`` along every axis.
+
+    ANTs' presets shrink by 8 (SyN: 6/4/2/1 for the affine stage), which collapses a small
+    volume to a few voxels and makes the metric meaningless (the ``smoke`` phantom registered
+    *worse* than not at all). Keep only the levels the image can afford.
+    """
+    levels = [(f, s) for f, s in _LEVELS if min(shape) // f >= min_voxels] or [(1, 0.0)]
+    factors, sigmas = zip(*levels, strict=True)
+    n = len(levels)
+    # SyN: like ANTs' default (40, 20, 0), no deformable iterations at full resolution
+    # unless the image is so small that full resolution is the only affordable level.
+    syn = (40, 20, 0) if n >= 3 else (40, 20)[:n]
+    return dict(aff_shrink_factors=factors, aff_smoothing_sigmas=sigmas,
+                aff_iterations=(200, 100, 50, 25)[:n], reg_iterations=syn)
+
+
 @dataclass
 class RegistrationResult:
     """The TOF on the CTA grid plus the transforms that put it there.
@@ -204,7 +224,8 @@ def register_tof_to_cta(
     ``type_of_transform`` is any antspyx preset: ``"SyN"`` (affine then SyN, MI), ``"SyNRA"``
     (rigid + affine + SyN), ``"Affine"``, ``"Rigid"``. ``deterministic`` gives bit-identical
     output for a fixed ``seed`` (one ITK thread in a fresh subprocess, see above: ~2× slower,
-    plus ~2 s start-up). Transforms are copied to ``out_dir`` if given, else kept in a
+    plus ~2 s start-up). The multi-resolution pyramid adapts to the image size
+    (:func:`pyramid_for`); keyword arguments override it. Transforms are copied to ``out_dir`` if given, else kept in a
     temporary folder owned by the result. Extra keyword arguments go to ``ants.registration``
     (e.g. ``reg_iterations``).
     """
@@ -214,7 +235,11 @@ def register_tof_to_cta(
     tmp = tempfile.TemporaryDirectory(prefix="xmodality-reg-")
     workdir = Path(tmp.name)
     outprefix = str(workdir / "tof_to_cta_")
-    options = dict(type_of_transform=type_of_transform, interpolation=interpolation, **ants_kwargs)
+    pyramid = pyramid_for(tuple(min(a, b) for a, b in zip(tof.shape, cta.shape, strict=True)))
+    if type_of_transform not in ("SyN", "SyNRA", "Affine", "Rigid", "SyNOnly"):
+        pyramid = {}  # other presets keep ANTs' own schedule
+    options = dict(type_of_transform=type_of_transform, interpolation=interpolation,
+                   **{**pyramid, **ants_kwargs})
     start = time.perf_counter()
     if deterministic:
         fwd, inv, warped = _register_subprocess(cta, tof, outprefix, seed=seed, **options)
