@@ -1,0 +1,243 @@
+"""Command line: ``python -m xmodality_lite <command> --help``.
+
+Every command takes ``--profile`` (default ``$XMODALITY_PROFILE``, else ``cpu``). Errors are
+printed as one line on stderr with a non-zero exit status, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from xmodality_lite.config import ENV_VAR, PROFILES, get_profile
+
+MODEL_NAMES = ("unet", "adm", "uvit", "dit")
+EXIT_ERROR = 2
+
+
+# ---------------------------------------------------------------------------------- commands
+def cmd_phantom(args) -> None:
+    from xmodality_lite.data.layout import write_topcow_layout
+
+    paths = write_topcow_layout(args.out, args.n, args.seed, edition=args.edition,
+                                profile=get_profile(args.profile))
+    print(f"wrote {len(paths)} files under {args.out}")
+
+
+def cmd_register(args) -> None:
+    import numpy as np
+
+    from xmodality_lite.io import load_nifti, save_nifti
+    from xmodality_lite.registration import register_tof_to_cta
+
+    res = register_tof_to_cta(load_nifti(args.tof), load_nifti(args.cta),
+                              type_of_transform=args.transform, seed=args.seed)
+    save_nifti(res.warped.get_fdata(dtype=np.float32), args.out, like=res.warped)
+    print(f"wrote {args.out} (registration {res.seconds:.1f} s)")
+
+
+def cmd_preprocess(args) -> None:
+    from xmodality_lite.preprocessing import phantom_dataset
+
+    splits = phantom_dataset(args.profile, register=args.register, cache_dir=args.cache_dir)
+    print(", ".join(f"{name}: {len(s)} slices" for name, s in splits.items()))
+
+
+def cmd_train(args) -> None:
+    from xmodality_lite.training import train
+
+    res = train(args.model, args.profile, steps=args.steps, out_dir=args.out,
+                resume=not args.no_resume, seed=args.seed, variant=args.variant)
+    print(f"{args.model}: step {res.step}, loss {res.final_loss:.4f}, "
+          f"{res.steps_per_s:.2f} steps/s, checkpoint {res.checkpoint}")
+
+
+def cmd_sample(args) -> None:
+    from xmodality_lite.checkpoint import load_model
+    from xmodality_lite.evaluation import fixed_test_crops, plot_samples
+    from xmodality_lite.io import atomic_path
+    from xmodality_lite.translation import translate_slices
+
+    model = load_model(args.checkpoint)
+    seed = get_profile(args.profile).sample.seed if args.seed is None else args.seed
+    tof, cta = fixed_test_crops(args.profile, n=args.n, seed=seed)
+    pred = translate_slices(model, tof, sampler=args.sampler, steps=args.steps, seed=seed,
+                            profile=args.profile)
+    with atomic_path(args.out) as tmp:
+        plot_samples(tof, pred, cta, title=Path(args.checkpoint).name).savefig(tmp, dpi=100)
+    print(f"wrote {args.out}")
+
+
+def cmd_translate(args) -> None:
+    from xmodality_lite.checkpoint import load_model
+    from xmodality_lite.reconstruction import translate_file
+
+    if not Path(args.tof).is_file():  # fail before loading the model
+        raise FileNotFoundError(f"{args.tof}: no such file")
+    t0 = time.perf_counter()
+    translate_file(load_model(args.checkpoint), args.tof, args.out, sampler=args.sampler,
+                   steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
+                   seed=args.seed, profile=args.profile)
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
+
+
+def cmd_evaluate(args) -> None:
+    from xmodality_lite.evaluation import evaluate
+
+    for path in args.checkpoints:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint")
+    rows = evaluate(args.checkpoints, args.profile, steps=args.steps, sampler=args.sampler,
+                    n_slices=args.n_slices, seed=args.seed, extractor=args.extractor,
+                    out_dir=args.out)
+    from xmodality_lite.metrics import format_table
+
+    print(format_table(rows)[1], end="")
+    print(f"wrote {args.out}/results.csv, results.md, steps_sweep.png")
+
+
+def cmd_info(args) -> None:
+    import flax
+    import jax
+
+    from xmodality_lite import __version__
+    from xmodality_lite.models import count_params
+
+    profile = get_profile(args.profile)
+    print(f"xmodality_lite {__version__}  python {platform.python_version()}  "
+          f"jax {jax.__version__}  flax {flax.__version__}")
+    print(f"devices: {', '.join(str(d) for d in jax.devices())}")
+    print(f"profile {profile.name}: {profile.to_json()}")
+    for name in MODEL_NAMES:
+        print(f"  {name:5s} {count_params(name, profile):>13,d} parameters")
+
+
+def cmd_train_shipped(args) -> None:
+    """Train the four models at the profile (default cpu) and ship their final weights."""
+    import jax
+
+    from xmodality_lite.checkpoint import file_sha256, save_checkpoint, sidecar_path
+    from xmodality_lite.training import train
+
+    profile = get_profile(args.profile or "cpu")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        t0 = time.perf_counter()
+        res = train(name, profile, steps=args.steps, out_dir=out / "runs" / name)
+        meta = {"model": name, "variant": "published", "profile": profile, "data_seed":
+                profile.train.seed, "kind": res.model.kind, "final_loss": res.final_loss,
+                "train_seconds": round(time.perf_counter() - t0, 1),
+                "steps_per_s": res.steps_per_s}
+        path = save_checkpoint(out / f"{name}.safetensors", res.model, None, res.step,
+                               jax.random.key(profile.train.seed), meta, ema=res.ema)
+        side = json.loads(sidecar_path(path).read_text())
+        assert side["sha256"] == file_sha256(path)
+        print(f"{path}: loss {res.final_loss:.4f}, sha256 {side['sha256'][:12]}…, "
+              f"commit {side['git_commit']}")
+
+
+# ---------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                        help=f"run profile (default: ${ENV_VAR} or cpu)")
+    parser = argparse.ArgumentParser(
+        prog="python -m xmodality_lite",
+        description="TOF-MRA → CTA synthesis with diffusion models (Koch et al. 2024). "
+                    "Teaching and research only; not for clinical use.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def add(name, func, help):
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def sampling(p):
+        p.add_argument("--sampler", choices=["ddpm", "ddim"], default=None,
+                       help="diffusion sampler (default: the profile's)")
+        p.add_argument("--steps", type=int, default=None, help="sampling steps")
+        p.add_argument("--seed", type=int, default=None, help="sampling seed")
+
+    p = add("phantom", cmd_phantom, "write phantom TOF/CTA pairs in the TopCoW folder layout")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n", type=int, default=3, help="number of patients")
+    p.add_argument("--seed", type=int, default=0, help="phantom seed of the first patient")
+    p.add_argument("--edition", choices=["2023", "2024"], default="2023")
+
+    p = add("register", cmd_register, "register a TOF-MRA to its CTA (ANTs SyN, paper §3.1)")
+    p.add_argument("tof", help="TOF-MRA NIfTI (moving)")
+    p.add_argument("cta", help="CTA NIfTI (fixed)")
+    p.add_argument("--out", required=True, help="registered TOF NIfTI on the CTA grid")
+    p.add_argument("--transform", default="SyN", help="antspyx transform preset")
+    p.add_argument("--seed", type=int, default=42)
+
+    p = add("preprocess", cmd_preprocess, "build the cached phantom slice dataset")
+    p.add_argument("--register", action="store_true", help="register with ANTs (slow)")
+    p.add_argument("--cache-dir", default=None)
+
+    p = add("train", cmd_train, "train one model on the phantom slices")
+    p.add_argument("model", choices=MODEL_NAMES)
+    p.add_argument("--out", required=True, help="run folder (checkpoints/, metrics.jsonl)")
+    p.add_argument("--steps", type=int, default=None, help="total steps (default: profile's)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--variant", choices=["published", "corrected"], default="published")
+    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")
+
+    p = add("sample", cmd_sample, "translate a few test slices; PNG grid TOF | synthetic | CTA")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", default="samples.png")
+    p.add_argument("--n", type=int, default=4, help="number of slices")
+    sampling(p)
+
+    p = add("translate", cmd_translate, "translate a TOF-MRA NIfTI volume into a CTA NIfTI (HU)")
+    p.add_argument("tof", help="input TOF-MRA NIfTI")
+    p.add_argument("out", help="output CTA NIfTI (.nii or .nii.gz)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="in-plane size the slices are resampled to (default: profile's)")
+    sampling(p)
+
+    p = add("evaluate", cmd_evaluate, "Table 1 metrics + steps sweep for checkpoints")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--out", required=True, help="folder for results.csv/.md, steps_sweep.png")
+    p.add_argument("--steps", type=int, nargs="+", default=None, help="sampling step counts")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default=None)
+    p.add_argument("--n-slices", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extractor", choices=["auto", "vit", "standin"], default="auto")
+
+    add("info", cmd_info, "versions, devices, profile and model sizes")
+
+    p = add("train-shipped", cmd_train_shipped,
+            "train the four models (cpu profile) and write <out>/<model>.safetensors")
+    p.add_argument("--out", default="data/checkpoints")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
+    return parser
+
+
+KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError,
+                IsADirectoryError, NotADirectoryError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.profile is None and os.environ.get(ENV_VAR) is not None:
+        args.profile = os.environ[ENV_VAR]
+    try:
+        get_profile(args.profile)
+        args.func(args)
+    except KNOWN_ERRORS as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
