@@ -134,12 +134,12 @@ def test_bad_input():
 def test_pyramid_adapts_to_small_volumes():
     from xmodality_lite.registration import pyramid_for
 
-    # A 128³ head keeps three levels; a 24-voxel smoke slab keeps only the levels where the
+    # The cpu phantom (TOF slab ∩ CT grid) keeps three levels; a 24-voxel smoke slab keeps only the levels where the
     # coarsest image still has >= 10 voxels per axis (ANTs' default 8x shrink would leave 3).
-    big, small = pyramid_for((128, 128, 96)), pyramid_for((44, 48, 24))
+    big, small = pyramid_for((120, 128, 64)), pyramid_for((44, 48, 24))
     assert big["aff_shrink_factors"] == (4, 2, 1) and big["reg_iterations"][-1] == 0
     assert small["aff_shrink_factors"] == (2, 1)
     for p in (big, small):
         n = len(p["aff_shrink_factors"])
         assert len(p["aff_smoothing_sigmas"]) == len(p["aff_iterations"]) == n
-        assert min((128, 128, 96) if p is big else (44, 48, 24)) // p["aff_shrink_factors"][0] >= 10
+        assert min((120, 128, 64) if p is big else (44, 48, 24)) // p["aff_shrink_factors"][0] >= 10
