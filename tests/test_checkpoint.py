@@ -101,3 +101,18 @@ def test_missing_file_and_latest(tmp_path):
     for step in (2, 10):
         save(tmp_path / ck.checkpoint_name(step), model, opt)
     assert ck.latest_checkpoint(tmp_path).name == "step_0000010.safetensors"
+
+
+@pytest.mark.parametrize("name", ["unet", "dit"])  # a regression and a transformer model
+def test_real_models_round_trip_through_load_model(name, tmp_path):
+    from xmodality_lite.models import build_model
+
+    model = build_model(name, "smoke", rngs=nnx.Rngs(0))
+    meta = {"model": name, "profile": PROFILE, "variant": "published"}
+    path = ck.save_checkpoint(tmp_path / f"{name}.safetensors", model, None, 0,
+                              jax.random.key(0), meta)
+    loaded = ck.load_model(path)
+    assert type(loaded) is type(model) and loaded.kind == model.kind
+    assert params_bytes(loaded) == params_bytes(model)
+    with pytest.raises(ValueError, match="holds no optimiser state"):
+        ck.load_checkpoint(path, model, make_optimizer(model, PROFILE))

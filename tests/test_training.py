@@ -55,6 +55,8 @@ def test_crash_and_resume_is_bit_identical(tmp_path):
     log_a, log_b = (training.read_metrics(tmp_path / d / "metrics.jsonl") for d in "ab")
     assert [r["step"] for r in log_b] == [1, 2, 3, 4, 5, 6]  # step 4 of the crash not repeated
     assert [r["loss"] for r in log_b] == [r["loss"] for r in log_a]
+    walls = [r["wall_s"] for r in log_b]
+    assert walls == sorted(walls)  # wall time continues across the resume
     meta = json.loads((tmp_path / "b/checkpoints/step_0000006.json").read_text())
     assert meta["step"] == 6 and meta["profile"]["name"] == "smoke" and meta["model"] == "adm"
 

@@ -136,11 +136,14 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop records past ``step`` (logged by a run that crashed after its last checkpoint)."""
-    if path.is_file():
-        kept = [r for r in read_metrics(path) if r["step"] <= step]
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+def _truncate_log(path: Path, step: int) -> float:
+    """Drop records past ``step`` (logged by a run that crashed after its last checkpoint);
+    return the wall time of the last record kept."""
+    if not path.is_file():
+        return 0.0
+    kept = [r for r in read_metrics(path) if r["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept[-1]["wall_s"] if kept else 0.0
 
 
 def plot_loss(log: str | os.PathLike | Iterable[dict], ax=None):
@@ -188,6 +191,7 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
             "data_seed": seed, "kind": model.kind}
 
     ckpt_dir = metrics_path = None
+    wall_offset = 0.0  # wall time of the run before this invocation (resume)
     if out_dir is not None:
         ckpt_dir, metrics_path = Path(out_dir) / "checkpoints", Path(out_dir) / "metrics.jsonl"
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +206,7 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
                 nnx.update(ema, ckpt.ema)
             key, start = ckpt.key, ckpt.step
             log(f"resuming from {last} at step {start}")
-        _truncate_log(metrics_path, start)
+        wall_offset = _truncate_log(metrics_path, start)
 
     graphdef, state = nnx.split((model, optimizer, ema))
     mesh = parallel.data_mesh() if jax.local_device_count() > 1 else None
@@ -241,7 +245,7 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
             if metrics_path is not None:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps({"step": done, "loss": final_loss, "steps_per_s": rate,
-                                        "wall_s": now - t0}) + "\n")
+                                        "wall_s": wall_offset + now - t0}) + "\n")
         if done % cfg.checkpoint_every == 0 or done == steps:
             saved = save(done)
     bar.close()
