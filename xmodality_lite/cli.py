@@ -129,7 +129,7 @@ def cmd_train_shipped(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         t0 = time.perf_counter()
-        res = train(name, profile, steps=args.steps, out_dir=out / "runs" / name)
+        res = train(name, profile, steps=args.steps, out_dir=Path(args.runs) / name)
         meta = {"model": name, "variant": "published", "profile": profile, "data_seed":
                 profile.train.seed, "kind": res.model.kind, "final_loss": res.final_loss,
                 "train_seconds": round(time.perf_counter() - t0, 1),
@@ -217,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train-shipped", cmd_train_shipped,
             "train the four models (cpu profile) and write <out>/<model>.safetensors")
-    p.add_argument("--out", default="data/checkpoints")
+    p.add_argument("--out", default="data/checkpoints", help="where the shipped weights go")
+    p.add_argument("--runs", default="data/cache/runs",
+                   help="run folders (resumable checkpoints, metrics.jsonl); git-ignored")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
     return parser
