@@ -187,8 +187,9 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
         ema = nnx.clone(model)
         nnx.update(ema, jax.tree.map(jnp.copy, nnx.state(ema)))
     key, start = jax.random.key(seed), 0
-    meta = {"model": model_name, "variant": variant, "profile": profile.to_dict(),
-            "data_seed": seed, "kind": model.kind}
+    # (data_seed, step) is the data position: the batch of step s is data.batch_at(s)
+    meta = {"model": model_name, "variant": variant, "profile": profile.to_dict(), "seed": seed,
+            "data_seed": getattr(data, "seed", seed), "kind": model.kind}
 
     ckpt_dir = metrics_path = None
     wall_offset = 0.0  # wall time of the run before this invocation (resume)
@@ -198,10 +199,11 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
         last = latest_checkpoint(ckpt_dir) if resume else None
         if last is not None:
             ckpt = load_checkpoint(last, model, optimizer, model_name=model_name, profile=profile)
-            if ckpt.meta.get("data_seed") != seed or ckpt.meta.get("variant") != variant:
-                raise ValueError(f"{last}: was trained with seed {ckpt.meta.get('data_seed')} "
-                                 f"and variant {ckpt.meta.get('variant')!r}, this run uses "
-                                 f"seed {seed} and {variant!r}; pass resume=False or another out_dir")
+            run = ("seed", "data_seed", "variant")
+            got, want = ([m.get(k) for k in run] for m in (ckpt.meta, meta))
+            if got != want:
+                raise ValueError(f"{last}: was trained with (seed, data seed, variant) {got}, "
+                                 f"this run uses {want}; pass resume=False or another out_dir")
             if ema is not None and ckpt.ema is not None:
                 nnx.update(ema, ckpt.ema)
             key, start = ckpt.key, ckpt.step
