@@ -1,0 +1,94 @@
+"""The four architectures of paper §3.2, by name, at the size each profile names.
+
+>>> model = build_model("adm", "smoke", rngs=nnx.Rngs(0))
+>>> v_hat = model(x_t, cond, logsnr)  # [B, H, W, 1] each, logsnr [B]
+
+``kind`` tells a trainer how to call a model: ``"diffusion"`` models predict v from
+(x_t, TOF, log-SNR); the ``"regression"`` U-Net maps TOF → CTA and ignores the extras.
+Sizes are the models' keyword arguments per profile (``UNET_SIZES`` etc.); ``paper`` is the
+published configuration (Table 2 counts are checked exactly in ``tests/test_models.py``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from xmodality_lite.config import Profile, get_profile
+from xmodality_lite.models.adm import ADM, ADM_SIZES
+from xmodality_lite.models.dit import DIT_SIZES, DiT
+from xmodality_lite.models.layers import Variant
+from xmodality_lite.models.unet import UNET_SIZES, UNet
+from xmodality_lite.models.uvit import UVIT_SIZES, UViT
+
+
+class Architecture(NamedTuple):
+    cls: type[nnx.Module]
+    sizes: dict[str, dict]  # profile name → constructor kwargs
+
+
+MODELS: dict[str, Architecture] = {
+    "unet": Architecture(UNet, UNET_SIZES),
+    "adm": Architecture(ADM, ADM_SIZES),
+    "uvit": Architecture(UViT, UVIT_SIZES),
+    "dit": Architecture(DiT, DIT_SIZES),
+}
+
+
+def architecture(name: str) -> Architecture:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, profile: str | Profile, *, rngs: nnx.Rngs,
+                variant: Variant = "published", dtype=None) -> nnx.Module:
+    """Model ``name`` at ``profile``'s size; ``dtype`` (compute) defaults to the profile's.
+
+    Parameters are always float32; ``dtype`` only sets the compute precision.
+    """
+    arch, profile = architecture(name), get_profile(profile)
+    dtype = jnp.dtype(dtype if dtype is not None else profile.train.dtype)
+    return arch.cls(**arch.sizes[profile.name], variant=variant, dtype=dtype, rngs=rngs)
+
+
+def abstract_model(name: str, profile: str | Profile, *, variant: Variant = "published",
+                   dtype=jnp.float32) -> nnx.Module:
+    """The model with shapes only (``nnx.eval_shape``): no weights are allocated."""
+    return nnx.eval_shape(
+        lambda: build_model(name, profile, rngs=nnx.Rngs(0), variant=variant, dtype=dtype))
+
+
+def count_params(name: str, profile: str | Profile, *, variant: Variant = "published") -> int:
+    """Number of trainable parameters, from shapes alone (paper Table 2 at ``"paper"``)."""
+    state = nnx.state(abstract_model(name, profile, variant=variant), nnx.Param)
+    return sum(leaf.size for leaf in jax.tree.leaves(state))
+
+
+def model_flops(name: str, profile: str | Profile, batch: int = 1, *,
+                variant: Variant = "published") -> float:
+    """XLA's FLOP count of one float32 forward pass at the profile's image size (≈ 2 × MACs).
+
+    Compiled from abstract shapes, so no paper-size weights are allocated.
+    """
+    profile = get_profile(profile)
+    graphdef, state = nnx.split(abstract_model(name, profile, variant=variant))
+    size = profile.image_size
+    image = jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32)
+    logsnr = jax.ShapeDtypeStruct((batch,), jnp.float32)
+
+    def forward(state, x, cond, logsnr):
+        return nnx.merge(graphdef, state)(x, cond, logsnr)
+
+    cost = jax.jit(forward).lower(state, image, image, logsnr).compile().cost_analysis()
+    return float(cost["flops"])
+
+
+__all__ = [
+    "ADM", "ADM_SIZES", "Architecture", "DIT_SIZES", "DiT", "MODELS", "UNET_SIZES", "UNet",
+    "UVIT_SIZES", "UViT", "abstract_model", "architecture", "build_model", "count_params",
+    "model_flops",
+]

@@ -85,6 +85,6 @@ class ADM(nnx.Module):
 
 ADM_SIZES: dict[str, dict] = {
     "paper": dict(dim=128, dim_mults=(1, 2, 4), heads=4),
-    "cpu": dict(dim=32, dim_mults=(1, 2, 4), heads=4),
-    "smoke": dict(dim=16, dim_mults=(1, 2, 4), heads=4),
+    "cpu": dict(dim=16, dim_mults=(1, 2, 4), heads=4),
+    "smoke": dict(dim=8, dim_mults=(1, 2, 4), heads=4),
 }

@@ -164,6 +164,6 @@ class UNet(nnx.Module):
 
 UNET_SIZES: dict[str, dict] = {
     "paper": dict(dim=128, dim_mults=(1, 2, 4), groups=32),
-    "cpu": dict(dim=32, dim_mults=(1, 2, 4), groups=16),
-    "smoke": dict(dim=16, dim_mults=(1, 2, 4), groups=8),
+    "cpu": dict(dim=16, dim_mults=(1, 2, 4), groups=8),
+    "smoke": dict(dim=8, dim_mults=(1, 2, 4), groups=4),
 }

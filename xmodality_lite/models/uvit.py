@@ -78,6 +78,6 @@ class UViT(nnx.Module):
 
 UVIT_SIZES: dict[str, dict] = {
     "paper": dict(dim=128, dim_mults=(1, 2, 4), heads=4, depth=16, vit_heads=4, mlp_dim=2048),
-    "cpu": dict(dim=32, dim_mults=(1, 2, 4), heads=4, depth=2, vit_heads=4, mlp_dim=512),
-    "smoke": dict(dim=16, dim_mults=(1, 2, 4), heads=4, depth=1, vit_heads=4, mlp_dim=128),
+    "cpu": dict(dim=16, dim_mults=(1, 2, 4), heads=4, depth=2, vit_heads=4, mlp_dim=256),
+    "smoke": dict(dim=8, dim_mults=(1, 2, 4), heads=4, depth=1, vit_heads=4, mlp_dim=64),
 }

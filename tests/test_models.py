@@ -1,0 +1,205 @@
+"""Models of paper §3.2: shapes, exact published sizes, training signal, and the published quirks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from xmodality_lite.config import get_profile
+from xmodality_lite.models import (
+    MODELS,
+    abstract_model,
+    build_model,
+    count_params,
+    model_flops,
+)
+from xmodality_lite.models.layers import (
+    ResNetBlock,
+    RowAttention,
+    depth_to_space,
+    logsnr_embedding,
+    space_to_depth,
+)
+from xmodality_lite.models.unet import Decoder
+
+NAMES = sorted(MODELS)  # unet, adm, uvit, dit: the colleague's DiT runs through the same tests
+CONV = ["adm", "unet", "uvit"]
+forward = nnx.jit(lambda model, *args: model(*args))  # one compile instead of op-by-op dispatch
+
+
+def inputs(size: int, batch: int = 2, seed: int = 0):
+    kx, kc, kl = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(kx, (batch, size, size, 1))
+    cond = jax.random.uniform(kc, (batch, size, size, 1), minval=-1, maxval=1)
+    return x, cond, jax.random.uniform(kl, (batch,), minval=-15, maxval=15)
+
+
+# --- shapes and sizes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+@pytest.mark.parametrize("name", NAMES)
+def test_output_shape(name, profile):
+    size = get_profile(profile).image_size
+    graphdef, state = nnx.split(abstract_model(name, profile))
+    x = jax.ShapeDtypeStruct((3, size, size, 1), jnp.float32)
+    out = jax.eval_shape(lambda s, x, c, l: nnx.merge(graphdef, s)(x, c, l), state, x, x,
+                         jax.ShapeDtypeStruct((3,), jnp.float32))
+    assert (out.shape, out.dtype) == ((3, size, size, 1), jnp.float32)
+
+
+# Exact counts of the released models (reference facts §14; paper Table 2 rounds them).
+PAPER_COUNTS = {"unet": 14_733_953, "adm": 35_371_777, "uvit": 124_719_499, "dit": 558_368_000}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_parameter_count_is_exact(name):
+    assert count_params(name, "paper") == PAPER_COUNTS[name]
+
+
+def test_unet_paper_flops_match_reference():
+    # XLA cost analysis of the published U-Net, batch 1, 256² (facts §14: 255.5 GFLOPs).
+    assert model_flops("unet", "paper") == pytest.approx(255.5e9, rel=0.01)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bfloat16_forward_is_finite_with_float32_params(name):
+    model = build_model(name, "smoke", rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+    out = forward(model, *inputs(get_profile("smoke").image_size))
+    assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
+    assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype("float32")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_adam_steps_lower_the_loss(name):
+    model = build_model(name, "smoke", rngs=nnx.Rngs(0), dtype=jnp.float32)
+    x, cond, logsnr = inputs(get_profile("smoke").image_size)
+    target = jnp.tanh(cond)  # a fixed, learnable map of the inputs
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x, cond, logsnr) - target) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(8)]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# --- building blocks --------------------------------------------------------------------------
+
+
+def test_logsnr_embedding_is_sin_then_cos_with_divisor_half_minus_one():
+    lam = np.array([-15.0, 0.3, 7.0])
+    freqs = 10000.0 ** (-np.arange(64) / 63)  # facts §1: dim 128, divisor 63
+    expected = np.concatenate([np.sin(lam[:, None] * freqs), np.cos(lam[:, None] * freqs)], 1)
+    np.testing.assert_allclose(logsnr_embedding(jnp.asarray(lam), 128), expected, atol=2e-5)
+
+
+def test_space_to_depth_is_channel_major_and_inverted_by_depth_to_space():
+    x = np.random.default_rng(0).normal(size=(2, 6, 4, 3)).astype(np.float32)
+    # b (h s1) (w s2) c -> b h w (c s1 s2)
+    expected = x.reshape(2, 3, 2, 2, 2, 3).transpose(0, 1, 3, 5, 2, 4).reshape(2, 3, 2, 12)
+    y = space_to_depth(jnp.asarray(x))
+    np.testing.assert_array_equal(y, expected)
+    assert y[0, 1, 0, 4 * 2 + 2 * 1 + 0] == x[0, 2 + 1, 0, 2]  # channel 2, s1 = 1, s2 = 0
+    np.testing.assert_array_equal(depth_to_space(y), x)
+
+
+def test_row_attention_matches_flax_attention_applied_to_nhwc():
+    attn = RowAttention(16, 4, rngs=nnx.Rngs(0))
+    ref = nnx.MultiHeadAttention(4, 16, decode=False, rngs=nnx.Rngs(1))
+    for p in ("query", "key", "value", "out"):
+        rng = np.random.default_rng(len(p))
+        getattr(ref, p).kernel[...] = getattr(attn, p)[...]
+        bias = rng.normal(size=getattr(attn, f"{p}_bias").shape).astype(np.float32)
+        getattr(attn, f"{p}_bias")[...] = bias
+        getattr(ref, p).bias[...] = bias
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
+    # Flax attention on a 4-D tensor batches over H (facts §1): the published behaviour.
+    np.testing.assert_allclose(attn(x), x + ref(attn.norm(x)), atol=1e-5)
+
+
+def test_row_attention_mixes_only_within_a_row():
+    attn = RowAttention(16, 4, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 16))
+    dx = jnp.zeros_like(x).at[:, 3, 5].set(1.0)  # perturb one pixel of row 3
+    changed = jnp.any(jnp.abs(attn(x + dx) - attn(x)) > 1e-6, axis=(0, 3))  # [H, W]
+    assert bool(changed[3].all()) and not bool(changed.at[3].set(False).any())
+
+
+def test_resnet_block_without_residual_is_the_two_conv_blocks():
+    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 16))
+    with_res = ResNetBlock(16, 16, residual=True, rngs=nnx.Rngs(0))
+    without = ResNetBlock(16, 16, residual=False, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(with_res(x) - without(x), x, atol=1e-5)
+
+
+# --- published quirks vs the corrected variant -------------------------------------------------
+
+
+def test_corrected_unet_adds_exactly_the_missing_stage_and_projections():
+    # Identity residuals are free; corrected adds a 256-res decoder stage RB(2C→C) with its 1×1
+    # projection, and a projection for the head block (2C→C). GroupNorm: scale + bias.
+    c = 128
+    conv_block = lambda n_in, n_out: 9 * n_in * n_out + n_out + 2 * n_out  # noqa: E731
+    projection = 2 * c * c + c
+    extra = conv_block(2 * c, c) + conv_block(c, c) + projection + projection
+    assert count_params("unet", "paper", variant="corrected") - PAPER_COUNTS["unet"] == extra
+
+
+@pytest.mark.parametrize("name", CONV)
+def test_corrected_variant_is_larger_and_computes_differently(name):
+    assert count_params(name, "paper", variant="corrected") > PAPER_COUNTS[name]
+    args = inputs(get_profile("smoke").image_size)
+    outs = [forward(build_model(name, "smoke", rngs=nnx.Rngs(0), variant=v), *args)
+            for v in ("published", "corrected")]
+    assert not np.allclose(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("variant, reads_first_skip", [("published", False), ("corrected", True)])
+def test_published_decoder_ignores_the_highest_resolution_skips(variant, reads_first_skip):
+    dec = Decoder(8, (1, 2, 4), blocks=2, heads=4, time_dim=None, norm_kind="rms", groups=0,
+                  variant=variant, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    key = jax.random.split(jax.random.key(0), 7)
+    shapes = [(16, 8), (16, 8), (8, 16), (8, 16), (4, 32), (4, 32)]  # encoder pushes
+    skips = [jax.random.normal(k, (1, s, s, c)) for k, (s, c) in zip(key, shapes, strict=False)]
+    x = jax.random.normal(key[6], (1, 4, 4, 32))
+    moved = [skips[0] + 1.0, skips[1] - 1.0, *skips[2:]]
+    assert (not np.allclose(dec(x, skips), dec(x, moved))) == reads_first_skip
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONV)
+def test_bad_shapes_raise_naming_the_expected_shape(name):
+    model = build_model(name, "smoke", rngs=nnx.Rngs(0))
+    x, cond, logsnr = inputs(32)
+    multiple = 8 if name == "uvit" else 4
+    bad_size = inputs(multiple * 5 + 4)[0] if name == "uvit" else inputs(34)[0]
+    for bad in (x[..., 0], jnp.concatenate([x, x], -1), bad_size):
+        with pytest.raises(ValueError, match=rf"\[B, H, W, 1\] with H, W divisible by {multiple}"):
+            model(bad, bad if bad.shape != x.shape else cond, logsnr)
+    if model.kind == "diffusion":
+        with pytest.raises(ValueError, match="cond must have the shape of x"):
+            model(x, cond[:1], logsnr)
+        with pytest.raises(ValueError, match=r"logsnr must have shape \[B\]"):
+            model(x, cond, logsnr[:1])
+
+
+def test_unknown_names_raise():
+    with pytest.raises(ValueError, match=r"unknown model 'vae'; choose one of \['adm', 'dit'"):
+        build_model("vae", "smoke", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unknown variant 'fixed'"):
+        build_model("adm", "smoke", rngs=nnx.Rngs(0), variant="fixed")
+
+
+def test_build_model_takes_the_compute_dtype_from_the_profile():
+    assert abstract_model("unet", "smoke").final.dtype == jnp.float32
+    paper = nnx.eval_shape(lambda: build_model("unet", "paper", rngs=nnx.Rngs(0)))
+    assert paper.final.dtype == jnp.bfloat16  # paper profile trains in bf16 (§3.5)
+    assert {m.kind for m in (paper, abstract_model("adm", "smoke"))} == {"regression", "diffusion"}
