@@ -29,13 +29,16 @@ def tiny_models(monkeypatch):
 
 @pytest.mark.parametrize("name", ["unet", "adm"])
 def test_smoke_training_lowers_the_loss(name, tmp_path):
-    prof = profile(learning_rate=3e-3, log_every=10, checkpoint_every=1000)
-    res = training.train(name, prof, data=TinyData(), steps=60, out_dir=tmp_path, progress=False)
+    prof = profile(learning_rate=3e-3, log_every=10, checkpoint_every=20)
+    res = training.train(name, prof, data=TinyData(), steps=60, out_dir=tmp_path, progress=False,
+                         keep_checkpoints=1)
     log = training.read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in log] == list(range(10, 61, 10))
     assert log[-1]["loss"] < 0.7 * log[0]["loss"]
     assert res.step == 60 and res.final_loss == log[-1]["loss"]
     assert res.checkpoint.name == "step_0000060.safetensors" and res.steps_per_s > 0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_0000060.json", "step_0000060.safetensors"]
     assert set(log[0]) == {"step", "loss", "steps_per_s", "wall_s"}
 
 

@@ -270,3 +270,12 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     """The highest-step ``step_*.safetensors`` in ``folder``, or None."""
     found = sorted(Path(folder).glob(f"step_*{SUFFIX}")) if Path(folder).is_dir() else []
     return found[-1] if found else None
+
+
+def prune_checkpoints(folder: str | os.PathLike, keep: int) -> None:
+    """Delete all but the ``keep`` highest-step checkpoints (and sidecars) in ``folder``."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1; got {keep}")
+    for old in sorted(Path(folder).glob(f"step_*{SUFFIX}"))[:-keep]:
+        sidecar_path(old).unlink(missing_ok=True)
+        old.unlink()

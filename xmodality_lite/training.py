@@ -31,6 +31,7 @@ from xmodality_lite.checkpoint import (
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
+    prune_checkpoints,
     save_checkpoint,
 )
 from xmodality_lite.config import Profile, get_profile
@@ -161,13 +162,14 @@ def plot_loss(log: str | os.PathLike | Iterable[dict], ax=None):
 def train(model_name: str, profile: Profile | str | None = None, *, data=None,
           steps: int | None = None, out_dir: str | os.PathLike | None = None,
           resume: bool = True, seed: int | None = None, progress: bool = True,
-          variant: str = "published") -> TrainResult:
+          variant: str = "published", keep_checkpoints: int = 3) -> TrainResult:
     """Train ``model_name`` for ``steps`` total steps (default ``profile.train.steps``).
 
     ``data`` has ``batch_at(step) -> (tof, cta)`` ([B, H, W, 1] in [-1, 1]); by default the
     phantom training split. With ``out_dir``, metrics go to ``out_dir/metrics.jsonl`` and
     checkpoints to ``out_dir/checkpoints/`` every ``profile.train.checkpoint_every`` steps and
-    at the end; with ``resume`` the latest checkpoint there is continued bit-identically.
+    at the end (the last ``keep_checkpoints`` are kept); with ``resume`` the latest checkpoint
+    there is continued bit-identically.
     With several local devices the batch is split over them (see :mod:`parallel`).
     """
     profile = get_profile(profile)
@@ -220,8 +222,10 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
         if ckpt_dir is None:
             return None
         nnx.update((model, optimizer, ema), state)
-        return save_checkpoint(ckpt_dir / checkpoint_name(step), model, optimizer, step, key,
+        path = save_checkpoint(ckpt_dir / checkpoint_name(step), model, optimizer, step, key,
                                meta, ema=None if ema is None else nnx.state(ema, nnx.Param))
+        prune_checkpoints(ckpt_dir, keep_checkpoints)
+        return path
 
     window, final_loss, saved = [], float("nan"), None
     t0 = t_log = time.perf_counter()
