@@ -1,5 +1,6 @@
 """The command line, run as users run it: ``python -m xmodality_lite`` in a subprocess."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from xmodality_lite.checkpoint import file_sha256, load_model
 from xmodality_lite.cli import MODEL_NAMES, build_parser
 
 COMMANDS = ["phantom", "register", "preprocess", "train", "sample", "translate", "evaluate",
@@ -87,3 +89,15 @@ def test_phantom_train_translate_evaluate(tmp_path):
     run = cli("sample", ckpt, "--out", "grid.png", "--n", "2", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_train_shipped_writes_weights_with_provenance(tmp_path):
+    run = cli("train-shipped", "--models", "unet", "--steps", "2", "--out", "ship", "--runs",
+              "runs", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    side = json.loads((tmp_path / "ship/unet.json").read_text())
+    assert side["sha256"] == file_sha256(tmp_path / "ship/unet.safetensors")
+    assert side["step"] == 2 and side["profile"]["name"] == "smoke"
+    assert np.isfinite(side["final_loss"]) and "git_commit" in side
+    assert load_model(tmp_path / "ship/unet.safetensors").kind == "regression"

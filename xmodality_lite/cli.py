@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -21,6 +20,16 @@ EXIT_ERROR = 2
 
 
 # ---------------------------------------------------------------------------------- commands
+def checkpoint_profile(args, checkpoint):
+    """``--profile`` if given, else the profile the checkpoint was trained at (its image size
+    and sampling defaults), so a model is applied at the scale it was trained on."""
+    from xmodality_lite.checkpoint import profile_from_dict, read_metadata
+
+    if args.profile is not None:
+        return get_profile(args.profile)
+    return profile_from_dict(read_metadata(checkpoint)["profile"])
+
+
 def cmd_phantom(args) -> None:
     from xmodality_lite.data.layout import write_topcow_layout
 
@@ -63,11 +72,12 @@ def cmd_sample(args) -> None:
     from xmodality_lite.io import atomic_path
     from xmodality_lite.translation import translate_slices
 
+    profile = checkpoint_profile(args, args.checkpoint)
     model = load_model(args.checkpoint)
-    seed = get_profile(args.profile).sample.seed if args.seed is None else args.seed
-    tof, cta = fixed_test_crops(args.profile, n=args.n, seed=seed)
+    seed = profile.sample.seed if args.seed is None else args.seed
+    tof, cta = fixed_test_crops(profile, n=args.n, seed=seed)
     pred = translate_slices(model, tof, sampler=args.sampler, steps=args.steps, seed=seed,
-                            profile=args.profile)
+                            profile=profile)
     with atomic_path(args.out) as tmp:
         plot_samples(tof, pred, cta, title=Path(args.checkpoint).name).savefig(tmp, dpi=100)
     print(f"wrote {args.out}")
@@ -80,9 +90,10 @@ def cmd_translate(args) -> None:
     if not Path(args.tof).is_file():  # fail before loading the model
         raise FileNotFoundError(f"{args.tof}: no such file")
     t0 = time.perf_counter()
+    profile = checkpoint_profile(args, args.checkpoint)
     translate_file(load_model(args.checkpoint), args.tof, args.out, sampler=args.sampler,
                    steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
-                   seed=args.seed, profile=args.profile)
+                   seed=args.seed, profile=profile)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
 
 
@@ -92,7 +103,8 @@ def cmd_evaluate(args) -> None:
     for path in args.checkpoints:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such checkpoint")
-    rows = evaluate(args.checkpoints, args.profile, steps=args.steps, sampler=args.sampler,
+    profile = checkpoint_profile(args, args.checkpoints[0])
+    rows = evaluate(args.checkpoints, profile, steps=args.steps, sampler=args.sampler,
                     n_slices=args.n_slices, seed=args.seed, extractor=args.extractor,
                     out_dir=args.out)
     from xmodality_lite.metrics import format_table
@@ -124,7 +136,7 @@ def cmd_train_shipped(args) -> None:
     from xmodality_lite.checkpoint import file_sha256, save_checkpoint, sidecar_path
     from xmodality_lite.training import train
 
-    profile = get_profile(args.profile or "cpu")
+    profile = get_profile(args.profile)  # `make checkpoints` sets XMODALITY_PROFILE=cpu
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
@@ -146,7 +158,8 @@ def cmd_train_shipped(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                        help=f"run profile (default: ${ENV_VAR} or cpu)")
+                        help=f"run profile (default: a checkpoint's own, else ${ENV_VAR}, "
+                             "else cpu)")
     parser = argparse.ArgumentParser(
         prog="python -m xmodality_lite",
         description="TOF-MRA → CTA synthesis with diffusion models (Koch et al. 2024). "
@@ -231,10 +244,8 @@ KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.profile is None and os.environ.get(ENV_VAR) is not None:
-        args.profile = os.environ[ENV_VAR]
     try:
-        get_profile(args.profile)
+        get_profile(args.profile)  # an invalid $XMODALITY_PROFILE fails here, in one line
         args.func(args)
     except KNOWN_ERRORS as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
