@@ -98,7 +98,7 @@ PROFILES: dict[str, Profile] = {
         name="cpu",
         image_size=64,
         data=DataConfig(min_foreground_px=50),
-        train=TrainConfig(batch_size=16, steps=3000),
+        train=TrainConfig(batch_size=16, steps=500, checkpoint_every=100),
         sample=SampleConfig(steps=32, batch_size=32),
     ),
     # The paper's exact recipe (§3.5): for a GPU.
