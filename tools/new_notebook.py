@@ -30,7 +30,7 @@ CHAPTERS: dict[str, tuple[str, str]] = {
     "07_sampling": ("Sampling with DDPM and DDIM", "§2.3, eqs. 3 and 6"),
     "08_evaluation": ("Evaluation: MSE, MAE, PSNR, SSIM and Fréchet distance", "§3.4, §4.1"),
     "09_volume_reconstruction": ("From slices to volumes", "§3.6, §4.2"),
-    "10_appendix_noise_schedules": ("Appendix: noise schedules", "§2.2, §7"),
+    "10_appendix_noise_schedules": ("Appendix: noise schedules", "Appendix A, eq. A.1"),
 }
 
 INSTALL_MARKER = '"google.colab" in sys.modules'
