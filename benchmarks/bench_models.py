@@ -12,6 +12,7 @@ with the whole state donated — exactly what ``xl.train`` runs. Float32 through
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 
 from benchmarks.common import log, peak_rss_mib, run_worker, time_call, write_result
@@ -50,6 +51,8 @@ def measure(name: str, profile: str, repeats: int, train: bool) -> dict:
            "batch_train": b_train, "params": count_params(name, prof),
            "gflops_b1": model_flops(name, prof, batch=1) / 1e9}
 
+    if repeats == 0:  # counts only: no weights allocated, nothing timed
+        return {**out, "peak_rss_mib": peak_rss_mib()}
     model = build_model(name, prof, rngs=nnx.Rngs(0), dtype=jnp.float32)
     keys = jax.random.split(jax.random.key(1), 3)
     x = jax.random.uniform(keys[0], (b_fwd, size, size, 1), minval=-1.0, maxval=1.0)
@@ -58,6 +61,7 @@ def measure(name: str, profile: str, repeats: int, train: bool) -> dict:
     pure_fn, state = functional(model)
     forward = jax.jit(pure_fn)
     out["forward"] = time_call(lambda: forward(state, x, cond, logsnr), repeats)
+    log(f"[models] {name} @ {profile} forward: {out['forward']}")
 
     if train:
         optimizer = make_optimizer(model, prof)
@@ -74,6 +78,7 @@ def measure(name: str, profile: str, repeats: int, train: bool) -> dict:
             return loss
 
         out["train"] = time_call(one_step, repeats)
+        log(f"[models] {name} @ {profile} train: {out['train']}")
     out["peak_rss_mib"] = peak_rss_mib()
     return out
 
@@ -85,17 +90,18 @@ def main(argv: list[str] | None = None) -> dict:
                         help="cpu profile only (no paper-size models), 3 repeats")
     parser.add_argument("--profiles", default=None, help="comma list (default: paper,cpu)")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed calls after the first; 0: parameters and GFLOPs only")
     args = parser.parse_args(argv)
     if args.worker:
         name, profile, repeats, train = args.worker
         print(json.dumps(measure(name, profile, int(repeats), train == "1")))
         return {}
 
-    from benchmarks.common import load
+    from benchmarks.common import load, merge_rows, read_result
 
     profiles = (args.profiles or ("cpu" if args.quick else "paper,cpu")).split(",")
-    rows, load_before = [], load()
+    rows, load_before, payload = [], load(), {}
     for profile in profiles:
         for name in args.models.split(","):
             log(f"[models] {name} @ {profile} ...")
@@ -103,12 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
             row.setdefault("model", name)
             row.setdefault("profile", profile)
             row["load_after"] = load()
+            row["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             log(f"[models] {name} @ {profile}: {row}")
             rows.append(row)
-    payload = {"rows": rows, "reference": REFERENCE, "paper_table2": PAPER_TABLE2,
-               "batch": BATCH, "repeats": args.repeats, "load_before": load_before,
-               "load_after": load()}
-    write_result("models", payload)
+            # merged after every model, so a long run keeps what it has measured
+            old = (read_result("models") or {}).get("rows", [])
+            payload = {"rows": merge_rows(old, [row], ("model", "profile")),
+                       "reference": REFERENCE, "paper_table2": PAPER_TABLE2, "batch": BATCH,
+                       "repeats": args.repeats, "load_before": load_before, "load_after": load()}
+            write_result("models", payload)
     return payload
 
 

@@ -124,16 +124,29 @@ def write_result(section: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def read_result(section: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{section}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def merge_rows(old: list[dict], new: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """``old`` rows with those of ``new`` replacing any that share the ``keys`` values."""
+    fresh = {tuple(r.get(k) for k in keys) for r in new}
+    return [r for r in old if tuple(r.get(k) for k in keys) not in fresh] + new
+
+
 def run_worker(module: str, *args: str, timeout: float | None = None) -> dict[str, Any]:
     """``python -m <module> --worker <args>`` in a fresh process; its last stdout line is JSON.
 
     A fresh process per measurement keeps peak RSS per model and isolates compilation caches.
+    The worker's stderr (progress) passes through.
     """
     cmd = [sys.executable, "-m", module, "--worker", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=timeout)
-    if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = subprocess.run(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, timeout=timeout)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return {"error": f"worker exited with {proc.returncode} (its stderr is above)"}
+    return json.loads(lines[-1])
 
 
 def log(*parts) -> None:

@@ -33,6 +33,10 @@ def _f(x, digits: int = 2) -> str:
     return "–" if x is None else f"{x:,.{digits}f}"
 
 
+def _ratio(ours, ref) -> str:
+    return "–" if ours is None else f"{ours / ref:.2f}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(r) + " |" for r in rows), ""]
@@ -44,14 +48,15 @@ def _models(r: dict) -> list[str]:
     out = ["## 1. Models (beside the paper's Table 2)", "",
            "Float32, jitted; forward = the pure function `diffusion.functional(model)` under "
            "`jax.jit`; train step = `training.make_train_step` (value_and_grad of v/Min-SNR-5 or "
-           "MSE for the U-Net, Adam 1e-4 update, whole state donated). Median of "
-           f"{r['repeats']} calls after a first call (compilation included) shown separately; "
+           "MSE for the U-Net, Adam 1e-4 update, whole state donated). Median of 3 "
+           "calls after a first call (compilation included, shown separately); "
            "CPU s = this process's CPU time per call (all threads; less sensitive to a busy "
            "machine than wall time). Ratio = ours / reference (facts §14, second measurement, "
            "same machine kind): < 1 is faster. GFLOPs: XLA `cost_analysis()` of a batch-1 "
            "forward (≈ 2 × MACs), as the reference's `estimate_gflops.py`; the paper's printed "
            "column is given as printed (it does not match that script's numbers for any model).",
            ""]
+    cores = (r.get("machine") or {}).get("cores") or 2
     for profile in ("paper", "cpu", "smoke"):
         rows = [x for x in r["rows"] if x.get("profile") == profile]
         if not rows:
@@ -60,11 +65,12 @@ def _models(r: dict) -> list[str]:
         size = rows[0].get("image_size", "?")
         out += [f"### `{profile}` profile: {size}², forward batch {bf}, train batch {bt}", ""]
         head = ["model", "params (exact)", "GFLOPs b=1", "fwd median s", "fwd first s",
-                "fwd CPU s", "train median s", "train first s", "train CPU s", "peak RSS GiB"]
-        if profile == "paper":
+                "fwd CPU s", "train median s", "train first s", "train CPU s", "peak RSS GiB",
+                "measured (UTC), load"]
+        if profile == "paper":  # paper's Table 2 and the reference's timings beside ours
             head[2:2] = ["paper params", "paper GFLOPs"]
-            head[7:7] = ["ref fwd s", "fwd ratio"]
-            head[12:12] = ["ref train s", "train ratio"]
+            head[8:8] = ["ref fwd s", "fwd ratio (wall)", "fwd ratio (CPU ÷ cores)"]
+            head[14:14] = ["ref train s", "train ratio (wall)", "train ratio (CPU ÷ cores)"]
         body = []
         for x in rows:
             if "error" in x:
@@ -75,13 +81,17 @@ def _models(r: dict) -> list[str]:
                     _f(fwd.get("median_s"), 3), _f(fwd.get("first_s"), 1),
                     _f(fwd.get("cpu_median_s"), 3), _f(tr.get("median_s"), 2),
                     _f(tr.get("first_s"), 1), _f(tr.get("cpu_median_s"), 2),
-                    _f(x["peak_rss_mib"] / 1024, 2)]
+                    _f(x["peak_rss_mib"] / 1024, 2),
+                    f"{(x.get('date') or '?')[5:16] or '?'}, {(x.get('load_after') or ['?'])[0]}"]
             if profile == "paper":
                 p_params, _, p_gflops = PAPER_TABLE2[x["model"]]
                 ref_fwd, _, ref_train, _ = REFERENCE[x["model"]]
+                cpu_f, cpu_t = fwd.get("cpu_median_s"), tr.get("cpu_median_s")
                 line[2:2] = [p_params, str(p_gflops)]
-                line[7:7] = [_f(ref_fwd, 3), _f(fwd.get("median_s", 0) / ref_fwd, 2)]
-                line[12:12] = [_f(ref_train, 2), _f(tr.get("median_s", 0) / ref_train, 2)]
+                line[8:8] = [_f(ref_fwd, 3), _ratio(fwd.get("median_s"), ref_fwd),
+                             _ratio(cpu_f and cpu_f / cores, ref_fwd)]
+                line[14:14] = [_f(ref_train, 2), _ratio(tr.get("median_s"), ref_train),
+                               _ratio(cpu_t and cpu_t / cores, ref_train)]
             body.append(line)
         out += _table(head, body)
     return out
@@ -118,8 +128,10 @@ def _volume(r: dict) -> list[str]:
             f"{x['sampler'].upper()} {x['steps']} steps; the time includes the one compilation. "
             f"Target < {r['target_s']:.0f} s.", ""]
     return out + _table(
-        ["volume", "slices translated", "seconds", "s / slice", "peak RSS GiB", "< target"],
+        ["volume", "slices translated", "seconds", "CPU s", "s / slice", "peak RSS GiB",
+         "< target"],
         [["×".join(map(str, x["shape"])), str(x["slices_translated"]), _f(x["seconds"], 1),
+          _f(x.get("cpu_s"), 1),
           _f(x["per_slice_s"], 3), _f(x["peak_rss_mib"] / 1024, 2),
           "yes" if x["seconds"] < r["target_s"] else "**no**"]])
 
@@ -134,10 +146,10 @@ def _registration(r: dict) -> list[str]:
             f"`registration_error` against the known misalignment ({x['landmarks']} landmarks).",
             ""]
     return out + _table(
-        ["TOF grid", "CTA grid", "seconds", "landmark mm before", "after", "vessel Dice before",
+        ["TOF grid", "CTA grid", "seconds", "CPU s", "landmark mm before", "after", "vessel Dice before",
          "after", "peak RSS GiB"],
         [["×".join(map(str, x["tof_shape"])), "×".join(map(str, x["cta_shape"])),
-          _f(x["register_s"], 1), _f(x["landmark_mm_before"]), _f(x["landmark_mm_after"]),
+          _f(x["register_s"], 1), _f(x.get("cpu_s"), 1), _f(x["landmark_mm_before"]), _f(x["landmark_mm_after"]),
           _f(x["dice_before"], 3), _f(x["dice_after"], 3), _f(x["peak_rss_mib"] / 1024, 2)]])
 
 
