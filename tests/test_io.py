@@ -71,3 +71,19 @@ def test_overwrite_false_refuses_existing(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_nifti(np.zeros((2, 2, 2)), tmp_path / "nope" / "x.nii", affine=np.eye(4))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_voxels_are_refused(tmp_path, bad):
+    data = np.zeros((4, 4, 4), np.float32)
+    data[1, 2, 3] = bad
+    save_nifti(data, tmp_path / "bad.nii.gz", affine=np.eye(4))
+    with pytest.raises(ValueError, match="bad.nii.gz: 1 non-finite voxels"):
+        load_nifti(tmp_path / "bad.nii.gz")
+    assert load_nifti(tmp_path / "bad.nii.gz", check_finite=False).shape == (4, 4, 4)
+
+
+def test_unsupported_dtype_names_the_path(tmp_path):
+    with pytest.raises(ValueError, match=r"cta.nii.gz: dtype object"):
+        save_nifti(np.zeros((2, 2, 2)), tmp_path / "cta.nii.gz", affine=np.eye(4), dtype=object)
+    assert list(tmp_path.iterdir()) == []

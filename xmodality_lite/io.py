@@ -31,7 +31,11 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     if not os.access(parent, os.W_OK):
         raise PermissionError(f"cannot write {path}: folder {parent} is not writable")
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}",
+                                   dir=parent)
+    except OSError as err:  # e.g. /proc, a read-only mount: root passes os.access but not this
+        raise OSError(f"cannot write {path}: {err.strerror or err}") from err
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -59,10 +63,13 @@ def _check_nifti_name(path: Path) -> None:
         raise ValueError(f"{path}: expected a NIfTI file ending in .nii or .nii.gz")
 
 
-def load_nifti(path: str | os.PathLike, *, ndim: int | None = 3) -> nib.Nifti1Image:
+def load_nifti(path: str | os.PathLike, *, ndim: int | None = 3,
+               check_finite: bool = True) -> nib.Nifti1Image:
     """Load a NIfTI image, checking it exists, is NIfTI, has ``ndim`` axes and finite voxels.
 
     The returned image keeps its affine and header; read voxels with ``img.get_fdata()``.
+    Integer images (CT in HU, most TOF) cannot hold NaN, so only floating-point or scaled
+    images are read in full for the finiteness check.
     """
     path = Path(path)
     if not path.exists():
@@ -78,6 +85,12 @@ def load_nifti(path: str | os.PathLike, *, ndim: int | None = 3) -> nib.Nifti1Im
         raise ValueError(f"{path}: expected a {ndim}D image, got shape {img.shape}")
     if 0 in img.shape:
         raise ValueError(f"{path}: image has an empty axis, shape {img.shape}")
+    slope, inter = img.header.get_slope_inter()
+    scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
+    if check_finite and (np.issubdtype(img.get_data_dtype(), np.floating) or scaled):
+        bad = int(np.size(img.dataobj) - np.count_nonzero(np.isfinite(np.asanyarray(img.dataobj))))
+        if bad:
+            raise ValueError(f"{path}: {bad} non-finite voxels (NaN or Inf); expected finite values")
     return img
 
 
@@ -109,8 +122,12 @@ def save_nifti(
     if affine.shape != (4, 4):
         raise ValueError(f"{path}: affine must be 4x4, got {affine.shape}")
     header = header.copy() if header is not None else None
-    img = nib.Nifti1Image(data.astype(dtype, copy=False), affine, header=header)
-    img.set_data_dtype(dtype)
+    try:
+        img = nib.Nifti1Image(data.astype(dtype, copy=False), affine, header=header)
+        img.set_data_dtype(dtype)
+    except (nib.spatialimages.HeaderDataError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: dtype {np.dtype(dtype).name} is not a NIfTI data type "
+                         f"({err})") from err
     img.header.set_slope_inter(1.0, 0.0)
     with atomic_path(path, overwrite=overwrite) as tmp:
         nib.save(img, str(tmp))
