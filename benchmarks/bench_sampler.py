@@ -14,7 +14,16 @@ import argparse
 import json
 from functools import partial
 
-from benchmarks.common import load, log, peak_rss_mib, run_worker, time_call, write_result
+from benchmarks.common import (
+    load,
+    log,
+    merge_rows,
+    peak_rss_mib,
+    read_result,
+    run_worker,
+    time_call,
+    write_result,
+)
 
 MODELS = ("adm", "uvit", "dit")  # the U-Net is not sampled: it regresses in one pass
 SAMPLERS = ("ddpm", "ddim")
@@ -64,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=4, metavar=("MODEL", "PROFILE", "BATCH", "REPEATS"))
     parser.add_argument("--quick", action="store_true", help="ADM only")
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -71,15 +81,19 @@ def main(argv: list[str] | None = None) -> dict:
         name, profile, batch, repeats = args.worker
         print(json.dumps(measure(name, profile, int(batch), int(repeats))))
         return {}
-    rows, load_before = [], load()
-    for name in ("adm",) if args.quick else MODELS:
+    rows, load_before, payload = [], load(), {}
+    for name in ("adm",) if args.quick else args.models.split(","):
         log(f"[sampler] {name} @ cpu ...")
-        rows.append(run_worker("benchmarks.bench_sampler", name, "cpu", str(args.batch),
-                               str(args.repeats)))
-        rows[-1].setdefault("model", name)
-    payload = {"rows": rows, "batch": args.batch, "repeats": args.repeats, "target": 1.05,
-               "load_before": load_before, "load_after": load()}
-    write_result("sampler", payload)
+        row = run_worker("benchmarks.bench_sampler", name, "cpu", str(args.batch),
+                         str(args.repeats))
+        row.setdefault("model", name)
+        rows.append(row)
+        # merged after every model, so a long run keeps what it has measured
+        old = (read_result("sampler") or {}).get("rows", [])
+        payload = {"rows": merge_rows(old, [row], ("model",)), "batch": args.batch,
+                   "repeats": args.repeats, "target": 1.05, "load_before": load_before,
+                   "load_after": load()}
+        write_result("sampler", payload)
     return payload
 
 
