@@ -134,6 +134,7 @@ def cmd_train_shipped(args) -> None:
     import jax
 
     from xmodality_lite.checkpoint import file_sha256, save_checkpoint, sidecar_path
+    from xmodality_lite.io import atomic_write_bytes
     from xmodality_lite.training import train
 
     profile = get_profile(args.profile)  # `make checkpoints` sets XMODALITY_PROFILE=cpu
@@ -150,6 +151,10 @@ def cmd_train_shipped(args) -> None:
                                jax.random.key(profile.train.seed), meta, ema=res.ema)
         side = json.loads(sidecar_path(path).read_text())
         assert side["sha256"] == file_sha256(path)
+        # ship the loss history too (the run folder is git-ignored), for the training lesson
+        log = Path(args.runs) / name / "metrics.jsonl"
+        if log.is_file():
+            atomic_write_bytes(out / f"{name}.metrics.jsonl", log.read_bytes())
         print(f"{path}: loss {res.final_loss:.4f}, sha256 {side['sha256'][:12]}…, "
               f"commit {side['git_commit']}")
 
@@ -238,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError,
-                IsADirectoryError, NotADirectoryError)
+# Bad input and file-system failures are the user's to fix: one line, no traceback.
+KNOWN_ERRORS = (ValueError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,9 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     except OSError as err:  # e.g. /proc, a read-only mount: root passes os.access but not this
         raise OSError(f"cannot write {path}: {err.strerror or err}") from err
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every output private
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -85,6 +88,8 @@ def load_nifti(path: str | os.PathLike, *, ndim: int | None = 3,
         raise ValueError(f"{path}: expected a {ndim}D image, got shape {img.shape}")
     if 0 in img.shape:
         raise ValueError(f"{path}: image has an empty axis, shape {img.shape}")
+    if img.get_data_dtype().kind not in "iuf":
+        raise ValueError(f"{path}: voxels must be real numbers; got dtype {img.get_data_dtype()}")
     slope, inter = img.header.get_slope_inter()
     scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
     if check_finite and (np.issubdtype(img.get_data_dtype(), np.floating) or scaled):
