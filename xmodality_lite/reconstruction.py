@@ -71,6 +71,10 @@ def translate_volume(model: nnx.Module, tof: nib.Nifti1Image | str | os.PathLike
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image) or img.ndim != 3:
         raise ValueError(f"tof must be a 3-D NIfTI image; got {type(img).__name__} "
                          f"of shape {getattr(img, 'shape', None)}")
+    if 0 in img.shape:
+        raise ValueError(f"tof has an empty axis: shape {img.shape}; expected a 3-D volume")
+    if img.get_data_dtype().kind not in "iuf":
+        raise ValueError(f"tof voxels must be real numbers; got dtype {img.get_data_dtype()}")
     prof = get_profile(profile)
     size = prof.image_size if image_size is None else image_size
     if size < 1:

@@ -157,8 +157,6 @@ def build_slice_dataset(pairs: Sequence[VolumePair], profile: Profile | str | No
     if cached is not None:
         return cached
 
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").unlink(missing_ok=True)  # invalid until the last write succeeds
     manifest.update(slices={}, dropped={}, files={})
     result = {}
     bar = tqdm(total=len(pairs), desc="slicing", disable=not progress)
@@ -175,12 +173,16 @@ def build_slice_dataset(pairs: Sequence[VolumePair], profile: Profile | str | No
         cta, _ = _stack(parts["cta"])
         result[split] = SliceSet(tof, cta, hw, np.array(parts["subject"], dtype=str),
                                  np.array(parts["index"], np.int32))
+    bar.close()
+    # Write only once every pair has been sliced: a bad pair must not leave files behind.
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").unlink(missing_ok=True)  # invalid until the last write succeeds
+    for split in SPLITS:
         path = folder / f"{split}.npz"
         with atomic_path(path) as tmp:
             np.savez(tmp, **vars(result[split]))
         manifest["slices"][split] = len(result[split])
         manifest["files"][path.name] = _file_sha256(path)
-    bar.close()
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
     return result
 

@@ -160,7 +160,10 @@ def load_published(name: str, path: str | os.PathLike, *, profile: str | Profile
     mapping = published_mapping(abstract)
     _check_complete(abstract, mapping)
     shapes = published_shapes(abstract)
-    tensors = load_file(path)
+    try:
+        tensors = load_file(path)
+    except Exception as err:  # safetensors raises its own error type for corrupt headers
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
     for key in sorted(set(tensors) - set(mapping)):
         raise ValueError(f"{path}: unexpected key {key!r} for {name} at this profile")
     flat = {}
