@@ -179,25 +179,11 @@ def sample(
 
 def ddpm_sample(apply_fn, cond, key, *, steps, schedule=logsnr_cosine, return_trajectory=False):
     """Ancestral DDPM sampling (Ho et al. 2020), the paper's default sampler (Tables 1-4)."""
-    return sample(
-        "ddpm",
-        apply_fn,
-        cond,
-        key,
-        steps=steps,
-        schedule=schedule,
-        return_trajectory=return_trajectory,
-    )
+    return sample("ddpm", apply_fn, cond, key, steps=steps, schedule=schedule,
+                  return_trajectory=return_trajectory)
 
 
 def ddim_sample(apply_fn, cond, key, *, steps, schedule=logsnr_cosine, return_trajectory=False):
     """Deterministic DDIM sampling, η = 0 (Song et al. 2021); the noise is the only randomness."""
-    return sample(
-        "ddim",
-        apply_fn,
-        cond,
-        key,
-        steps=steps,
-        schedule=schedule,
-        return_trajectory=return_trajectory,
-    )
+    return sample("ddim", apply_fn, cond, key, steps=steps, schedule=schedule,
+                  return_trajectory=return_trajectory)
