@@ -157,6 +157,9 @@ def cmd_train_shipped(args) -> None:
             atomic_write_bytes(out / f"{name}.metrics.jsonl", log.read_bytes())
         print(f"{path}: loss {res.final_loss:.4f}, sha256 {side['sha256'][:12]}…, "
               f"commit {side['git_commit']}")
+    from xmodality_lite.evaluation import record_reference_metrics
+
+    print(f"wrote {record_reference_metrics(out)} (checked by tests/test_shipped.py)")
 
 
 # ---------------------------------------------------------------------------------- parser
