@@ -13,6 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from xmodality_lite.models.attention import dot_product_attention
+from xmodality_lite.models.convolution import conv_general_dilated
+
 Norm = Literal["group", "rms"]
 Variant = Literal["published", "corrected"]
 VARIANTS = ("published", "corrected")
@@ -32,9 +35,13 @@ def dense(n_in: int, n_out: int, *, dtype, rngs: nnx.Rngs) -> nnx.Linear:
 
 
 def conv(n_in: int, n_out: int, size: int, *, dtype, rngs: nnx.Rngs) -> nnx.Conv:
-    """A stride-1 ``size``×``size`` convolution with 'same' zero padding."""
+    """A stride-1 ``size``×``size`` convolution with 'same' zero padding.
+
+    Its kernel gradient runs as matrix products on the CPU (:mod:`.convolution`).
+    """
     return nnx.Conv(n_in, n_out, (size, size), padding="SAME", kernel_init=glorot,
-                    bias_init=zeros, dtype=dtype, rngs=rngs)
+                    bias_init=zeros, dtype=dtype, rngs=rngs,
+                    conv_general_dilated=conv_general_dilated)
 
 
 def norm(kind: Norm, features: int, *, groups: int, dtype, rngs: nnx.Rngs) -> nnx.Module:
@@ -215,6 +222,6 @@ class RowAttention(nnx.Module):
         qkv_kernel = jnp.stack([self.query[...], self.key[...], self.value[...]], 1).astype(dt)
         qkv_bias = jnp.stack([self.query_bias[...], self.key_bias[...], self.value_bias[...]])
         qkv = jnp.einsum("rwc,cknd->krwnd", y, qkv_kernel) + qkv_bias.astype(dt)[:, None, None]
-        o = jax.nn.dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B·H, W, heads, hd]
+        o = dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B·H, W, heads, hd]
         o = jnp.einsum("rwnd,ndc->rwc", o, self.out[...].astype(dt)) + self.out_bias[...].astype(dt)
         return x + o.reshape(b, h, w, c).astype(x.dtype)

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from xmodality_lite.models.attention import dot_product_attention
+
 glorot = nnx.initializers.xavier_uniform()
 lecun = nnx.initializers.lecun_normal()  # flax's default kernel init (DiT's attention)
 
@@ -101,7 +103,7 @@ class MultiHeadSelfAttention(nnx.Module):
         if x.ndim != 3:
             raise ValueError(f"x must be tokens [B, N, D]; got shape {x.shape}")
         q, k, v = self.query(x), self.key(x), self.value(x)  # [B, N, heads, head_dim]
-        return self.out(jax.nn.dot_product_attention(q, k, v))  # [B, N, D]
+        return self.out(dot_product_attention(q, k, v))  # [B, N, D]
 
 
 class TransformerBlock(nnx.Module):

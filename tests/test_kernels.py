@@ -1,0 +1,151 @@
+"""The CPU-friendly kernels behind the models equal the XLA/JAX operations they replace.
+
+References: ``jax.lax.conv_general_dilated`` and its autodiff gradients, ``jax.nn.softmax``,
+``jax.nn.dot_product_attention``.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from xmodality_lite.models import attention, convolution
+from xmodality_lite.models.layers import conv
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def lax_conv(x, w, padding="SAME", strides=(1, 1)):
+    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+
+
+def normal(seed, shape, dtype=jnp.float32):
+    return jax.random.normal(jax.random.key(seed), shape, dtype)
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+# --- convolution ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 16, 5, 3), (1, 9, 7, 20, 3, 5), (3, 5, 5, 17, 4, 1),
+                                   (2, 4, 12, 8, 8, 7)])
+def test_conv_kernel_grad_equals_autodiff_of_lax(shape):
+    b, h, w, c_in, c_out, k = shape
+    x, g = normal(0, (b, h, w, c_in)), normal(1, (b, h, w, c_out))
+    _, vjp = jax.vjp(lambda kern: lax_conv(x, kern), jnp.zeros((k, k, c_in, c_out)))
+    (expected,) = vjp(g)
+    got = jax.jit(convolution.conv_kernel_grad, static_argnums=2)(x, g, (k, k, c_in, c_out))
+    assert got.shape == expected.shape
+    assert rel_err(got, expected) < 1e-5
+
+
+def test_conv2d_same_forward_and_both_gradients_equal_lax():
+    x, w = normal(0, (2, 10, 8, 24)), normal(1, (3, 3, 24, 12))
+    assert rel_err(convolution.conv2d_same(x, w), lax_conv(x, w)) < 1e-6
+    ours = jax.grad(lambda x, w: jnp.sum(jnp.sin(convolution.conv2d_same(x, w))), (0, 1))(x, w)
+    ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(lax_conv(x, w))), (0, 1))(x, w)
+    for a, b in zip(ours, ref):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_conv2d_same_bfloat16_gradient_keeps_the_kernel_dtype():
+    x, w = normal(0, (2, 8, 8, 16), jnp.bfloat16), normal(1, (3, 3, 16, 8), jnp.bfloat16)
+    dk = jax.grad(lambda w: jnp.sum(convolution.conv2d_same(x, w).astype(jnp.float32)))(w)
+    ref = jax.grad(lambda w: jnp.sum(lax_conv(x, w).astype(jnp.float32)))(w)
+    assert dk.dtype == jnp.bfloat16
+    assert rel_err(dk, ref) < 2e-2
+
+
+def _uses_custom_vjp(fn, *args) -> bool:
+    return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
+
+
+def test_dispatch_takes_the_gemm_path_only_where_it_applies(monkeypatch):
+    monkeypatch.setattr(convolution, "MIN_CHANNELS", 4)
+    monkeypatch.setattr(convolution, "MIN_INPUT_BYTES", 0)
+    x, w = normal(0, (1, 8, 8, 8)), normal(1, (3, 3, 8, 8))
+
+    def call(x, w, strides=(1, 1), padding="SAME"):
+        return convolution.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+
+    assert _uses_custom_vjp(call, x, w)
+    assert _uses_custom_vjp(lambda x, w: call(x, w, padding=((1, 1), (1, 1))), x, w)
+    # stride 2, 'VALID', an even kernel, too few channels: XLA's convolution, unchanged
+    assert not _uses_custom_vjp(lambda x, w: call(x, w, strides=(2, 2)), x, w)
+    assert not _uses_custom_vjp(lambda x, w: call(x, w, padding="VALID"), x, w)
+    w2 = normal(2, (2, 2, 8, 8))
+    assert not _uses_custom_vjp(call, x, w2)
+    narrow = normal(3, (3, 3, 8, 2))
+    assert not _uses_custom_vjp(call, x, narrow)
+    # every path computes the same convolution
+    assert rel_err(call(x, w), lax_conv(x, w)) < 1e-6
+    assert rel_err(call(x, w2), lax_conv(x, w2)) < 1e-6
+    assert rel_err(call(x, w, strides=(2, 2)), lax_conv(x, w, strides=(2, 2))) < 1e-6
+
+
+def test_default_thresholds_keep_small_layers_on_xla():
+    # a cpu-profile layer (batch 16, 64², 32 channels) stays on XLA's kernel gradient
+    x, w = jnp.zeros((16, 64, 64, 32)), jnp.zeros((3, 3, 32, 32))
+    call = lambda x, w: convolution.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+    assert not _uses_custom_vjp(call, x, w)
+    # a paper-size layer (batch 2, 256², 128 channels) takes the GEMM path
+    x = jax.ShapeDtypeStruct((2, 256, 256, 128), jnp.float32)
+    w = jax.ShapeDtypeStruct((3, 3, 128, 128), jnp.float32)
+    assert "custom_vjp_call" in str(jax.make_jaxpr(call)(x, w))
+
+
+def test_model_conv_layer_gradient_equals_plain_nnx_conv(monkeypatch):
+    monkeypatch.setattr(convolution, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(convolution, "MIN_INPUT_BYTES", 0)
+    ours = conv(6, 5, 3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    plain = nnx.Conv(6, 5, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+    plain.kernel[...] = ours.kernel[...]
+    x = normal(4, (2, 7, 9, 6))
+
+    def grads(layer):
+        return nnx.grad(lambda m: jnp.sum(m(x) ** 2))(layer)
+
+    g_ours, g_plain = grads(ours), grads(plain)
+    assert rel_err(g_ours.kernel[...], g_plain.kernel[...]) < 1e-5
+    assert rel_err(g_ours.bias[...], g_plain.bias[...]) < 1e-5
+
+
+# --- attention --------------------------------------------------------------------------------
+
+def test_softmax_last_vjp_equals_autodiff_of_jax_softmax():
+    s, g = normal(0, (3, 5, 17)) * 4, normal(1, (3, 5, 17))
+    assert rel_err(attention.softmax_last(s), jax.nn.softmax(s, -1)) < 1e-6
+    (ours,) = jax.vjp(attention.softmax_last, s)[1](g)
+    (ref,) = jax.vjp(lambda s: jax.nn.softmax(s, -1), s)[1](g)
+    assert rel_err(ours, ref) < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 4, 8), (6, 9, 2, 16), (1, 33, 1, 4)])
+def test_attention_equals_jax_dot_product_attention(shape):
+    q, k, v, g = (normal(i, shape) for i in range(4))
+    assert rel_err(attention.dot_product_attention(q, k, v),
+                   jax.nn.dot_product_attention(q, k, v)) < 1e-5
+    ours = jax.vjp(attention.dot_product_attention, q, k, v)[1](g)
+    ref = jax.vjp(jax.nn.dot_product_attention, q, k, v)[1](g)
+    for a, b in zip(ours, ref):
+        assert rel_err(a, b) < 1e-4
+
+
+def test_attention_bfloat16_is_finite_and_close():
+    q, k, v = (normal(i, (2, 16, 2, 8), jnp.bfloat16) for i in range(3))
+    out = attention.dot_product_attention(q, k, v)
+    assert out.dtype == jnp.bfloat16 and bool(jnp.isfinite(out).all())
+    ref = jax.nn.dot_product_attention(*(t.astype(jnp.float32) for t in (q, k, v)))
+    assert rel_err(out, ref) < 3e-2
+
+
+def test_attention_rejects_mismatched_shapes():
+    q = jnp.zeros((2, 8, 2, 4))
+    with pytest.raises(ValueError, match=r"\[B, T, heads, d\]"):
+        attention.dot_product_attention(q, q[:, :4], q)
+    with pytest.raises(ValueError, match=r"\[B, T, heads, d\]"):
+        attention.dot_product_attention(q[0], q[0], q[0])
