@@ -48,7 +48,7 @@ def test_conv2d_same_forward_and_both_gradients_equal_lax():
     assert rel_err(convolution.conv2d_same(x, w), lax_conv(x, w)) < 1e-6
     ours = jax.grad(lambda x, w: jnp.sum(jnp.sin(convolution.conv2d_same(x, w))), (0, 1))(x, w)
     ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(lax_conv(x, w))), (0, 1))(x, w)
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         assert rel_err(a, b) < 1e-5
 
 
@@ -90,7 +90,9 @@ def test_dispatch_takes_the_gemm_path_only_where_it_applies(monkeypatch):
 def test_default_thresholds_keep_small_layers_on_xla():
     # a cpu-profile layer (batch 16, 64², 32 channels) stays on XLA's kernel gradient
     x, w = jnp.zeros((16, 64, 64, 32)), jnp.zeros((3, 3, 32, 32))
-    call = lambda x, w: convolution.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+    def call(x, w):
+        return convolution.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+
     assert not _uses_custom_vjp(call, x, w)
     # a paper-size layer (batch 2, 256², 128 channels) takes the GEMM path
     x = jax.ShapeDtypeStruct((2, 256, 256, 128), jnp.float32)
@@ -131,7 +133,7 @@ def test_attention_equals_jax_dot_product_attention(shape):
                    jax.nn.dot_product_attention(q, k, v)) < 1e-5
     ours = jax.vjp(attention.dot_product_attention, q, k, v)[1](g)
     ref = jax.vjp(jax.nn.dot_product_attention, q, k, v)[1](g)
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         assert rel_err(a, b) < 1e-4
 
 
