@@ -1,4 +1,4 @@
-"""Tiny stand-ins (a two-conv model, synthetic data) for fast pipeline tests."""
+"""Tiny stand-ins (a two-conv model, synthetic data) and shared helpers for fast tests."""
 
 from __future__ import annotations
 
@@ -46,3 +46,19 @@ class TinyData:
 
 def key_equal(a, b) -> bool:
     return bool(np.array_equal(jax.random.key_data(a), jax.random.key_data(b)))
+
+
+def adam_losses(model: nnx.Module, inputs: tuple, target: jax.Array, steps: int = 8,
+                learning_rate: float = 1e-3) -> list[float]:
+    """MSE of ``model(*inputs)`` against ``target`` over ``steps`` Adam steps (before each)."""
+    import optax
+
+    optimizer = nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(*inputs) - target) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    return [float(step(model, optimizer)) for _ in range(steps)]

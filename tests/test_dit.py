@@ -3,8 +3,8 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from _tiny import adam_losses
 from flax import nnx
 from test_transformer import param_shapes, published_shapes
 
@@ -87,18 +87,8 @@ def test_bfloat16_forward_finite():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_adam_steps_lower_loss(variant):
-    model = make("smoke", variant)
-    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
     x_t, cond, logsnr = inputs("smoke", batch=4)
-    target = jnp.tanh(cond) * 0.5
-
-    @nnx.jit
-    def step(model, optimizer):
-        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x_t, cond, logsnr) - target) ** 2))(model)
-        optimizer.update(model, grads)
-        return loss
-
-    losses = [float(step(model, optimizer)) for _ in range(8)]
+    losses = adam_losses(make("smoke", variant), (x_t, cond, logsnr), jnp.tanh(cond) * 0.5)
     assert losses[-1] < 0.8 * losses[0], losses
 
 

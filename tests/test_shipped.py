@@ -8,9 +8,20 @@ here checks the whole chain a reader relies on: checksums, metadata, weights and
 import json
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
+from flax import nnx
 
-from xmodality_lite.checkpoint import file_sha256, load_model, read_metadata, sidecar_path
+from xmodality_lite.checkpoint import (
+    SHIPPED_DIR,
+    file_sha256,
+    load_model,
+    load_shipped,
+    read_metadata,
+    shipped_checkpoint,
+    sidecar_path,
+)
 from xmodality_lite.evaluation import REFERENCE_FILE, reference_volume_metrics
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
@@ -27,6 +38,28 @@ def test_shipped_checkpoint_is_intact(name):
     assert meta["model"] == name and meta["profile"]["name"] == "cpu"
     assert meta["step"] == meta["profile"]["train"]["steps"]
     assert load_model(path).kind == ("regression" if name == "unet" else "diffusion")
+
+
+def test_shipped_dir_is_the_repository_folder():
+    assert SHIPPED_DIR == SHIPPED
+
+
+def test_shipped_checkpoint_matches_name_and_profile(tmp_path):
+    assert shipped_checkpoint("dit", "cpu") == SHIPPED / "dit.safetensors"
+    assert shipped_checkpoint("dit", "smoke") is None  # trained at cpu, not smoke
+    assert shipped_checkpoint("dit", "cpu", folder=tmp_path) is None  # an empty folder
+
+
+def test_load_shipped_loads_the_weights_or_says_untrained(tmp_path):
+    model, source = load_shipped("dit", "cpu")
+    assert source == f"shipped, {read_metadata(SHIPPED / 'dit.safetensors')['step']} training steps"
+    same = jax.tree.map(np.array_equal, nnx.state(model, nnx.Param),
+                        nnx.state(load_model(SHIPPED / "dit.safetensors"), nnx.Param))
+    assert all(jax.tree.leaves(same))
+    untrained, source = load_shipped("dit", "smoke")
+    assert source == "UNTRAINED" and untrained.kind == "diffusion"
+    _, source = load_shipped("dit", "cpu", folder=tmp_path)
+    assert source == "UNTRAINED"
 
 
 @pytest.mark.slow

@@ -35,6 +35,8 @@ from xmodality_lite.io import atomic_write_bytes, atomic_write_text
 
 FORMAT = "xmodality_lite.checkpoint/1"
 SUFFIX = ".safetensors"
+# `make checkpoints` writes the models the book uses here (one per architecture, cpu profile)
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 
 
 @dataclass
@@ -249,6 +251,32 @@ def load_model(path: str | os.PathLike, *, use_ema: bool = True) -> nnx.Module:
         nnx.update(model, ckpt.ema)
     model.eval()
     return model
+
+
+def shipped_checkpoint(name: str, profile: Profile | str,
+                       folder: str | os.PathLike = SHIPPED_DIR) -> Path | None:
+    """``folder/<name>.safetensors`` if it exists and was trained at ``profile``, else None."""
+    path = Path(folder) / f"{name}{SUFFIX}"
+    if path.is_file() and read_metadata(path)["profile"]["name"] == get_profile(profile).name:
+        return path
+    return None
+
+
+def load_shipped(name: str, profile: Profile | str, *, seed: int | None = None,
+                 folder: str | os.PathLike = SHIPPED_DIR) -> tuple[nnx.Module, str]:
+    """The shipped model ``name`` at ``profile`` and where it came from, for the lessons.
+
+    Without a matching checkpoint: the untrained architecture (initialised from ``seed``, by
+    default the profile's training seed), described as "UNTRAINED" so no one mistakes it.
+    """
+    from xmodality_lite.models import build_model
+
+    profile = get_profile(profile)
+    path = shipped_checkpoint(name, profile, folder)
+    if path is not None:
+        return load_model(path), f"shipped, {read_metadata(path)['step']} training steps"
+    seed = profile.train.seed if seed is None else seed
+    return build_model(name, profile, rngs=nnx.Rngs(seed)), "UNTRAINED"
 
 
 def profile_from_dict(d: dict[str, Any]) -> Profile:
