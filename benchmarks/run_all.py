@@ -97,6 +97,51 @@ def _models(r: dict) -> list[str]:
         out += _table(head, body)
         out += [f"- {x['model']}: {x['note']}" for x in rows if x.get("note")]
         out += [""] if any(x.get("note") for x in rows) else []
+        if profile == "paper":
+            out += _throughput(r.get("kernels"), rows)
+    return out
+
+
+def _throughput(k: dict | None, rows: list[dict]) -> list[str]:
+    """What this CPU can do, what each forward achieves, and what the reference's figures imply."""
+    from benchmarks.bench_models import REFERENCE
+
+    if not k or "error" in k:
+        return []
+    gemm, conv = k.get("gemm_best_gflops", k.get("gemm_4096_gflops")), k["conv3x3_256_gflops"]
+    shapes = ", ".join(f"{s} {v:.0f}" for s, v in (k.get("gemm_gflops") or {}).items())
+    out = ["#### Throughput: this CPU, our forwards, the reference's", "",
+           f"Measured in one process just before the models ({k.get('date', '?')[:16]}, load "
+           f"{(k.get('load_after') or ['?'])[0]}; fastest of 5 runs): float32 GEMM **{gemm:.0f} "
+           f"GFLOP/s** (best of [M×K×N] {shapes}), 3×3 convolution 256²·128→128 (batch 1) "
+           f"**{conv:.0f} GFLOP/s** — the ceilings every forward here runs against. Achieved = "
+           "XLA GFLOPs ÷ forward median. The "
+           "reference's implied rate (its GFLOPs ÷ its forward time) above this machine's GEMM "
+           "ceiling means its figures came from a faster CPU than the one measured here, and no "
+           "implementation of the same FLOPs can match them on it.", ""]
+    body = []
+    for x in rows:
+        fwd = (x.get("forward") or {}).get("median_s")
+        if fwd is None or x["model"] not in REFERENCE:
+            continue
+        ours, ref = x["gflops_b1"] / fwd, x["gflops_b1"] / REFERENCE[x["model"]][0]
+        body.append([x["model"], f"{x['gflops_b1']:.1f}", f"{ours:.0f}", f"{ours / gemm:.2f}",
+                     f"{ref:.0f}", f"{ref / gemm:.2f}"])
+    out += _table(["model", "GFLOPs b=1", "ours GFLOP/s", "ours ÷ GEMM", "reference GFLOP/s",
+                   "reference ÷ this GEMM"], body)
+    out += ["The two kernels the package replaces on the CPU (`models.convolution`, "
+            "`models.attention`), each against the XLA/JAX operation it replaces, same process:", ""]
+    out += _table(["convolution kernel gradient [B, H, W, C_in → C_out]", "XLA s", "ours s",
+                   "XLA GFLOP/s", "ours GFLOP/s", "speed-up"],
+                  [["×".join(map(str, g["shape"][:3])) + f", {g['shape'][3]}→{g['shape'][4]}",
+                    f"{g['xla_s']:.3f}", f"{g['ours_s']:.3f}", f"{g['xla_gflops']:.0f}",
+                    f"{g['ours_gflops']:.0f}", f"{g['xla_s'] / g['ours_s']:.1f}×"]
+                   for g in k["conv_kernel_grad"]])
+    out += _table(["attention", "[B, T, heads, d]", "jax.nn fwd s", "ours fwd s", "jax.nn fwd+vjp s",
+                   "ours fwd+vjp s", "speed-up (fwd+vjp)"],
+                  [[a["where"], str(a["shape"]), f"{a['jax_fwd_s']:.4f}", f"{a['ours_fwd_s']:.4f}",
+                    f"{a['jax_vjp_s']:.4f}", f"{a['ours_vjp_s']:.4f}",
+                    f"{a['jax_vjp_s'] / a['ours_vjp_s']:.2f}×"] for a in k["attention"]])
     return out
 
 
