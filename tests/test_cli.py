@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -29,6 +32,17 @@ def assert_one_line_error(run, *words):
     assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
     for word in words:
         assert word in lines[0]
+
+
+def test_readme_command_lines_parse():
+    """Every ``python -m xmodality_lite …`` line in the README is valid for the parser."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = re.findall(r"^python -m xmodality_lite (.+?)(?:\s+#.*)?$", readme, re.MULTILINE)
+    assert len(lines) >= 6
+    parser = build_parser()
+    for line in lines:
+        args = parser.parse_args(shlex.split(line))  # argparse exits (fails the test) if invalid
+        assert args.command == shlex.split(line)[0]
 
 
 def test_every_command_has_help(tmp_path):

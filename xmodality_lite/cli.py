@@ -85,15 +85,19 @@ def cmd_sample(args) -> None:
 
 def cmd_translate(args) -> None:
     from xmodality_lite.checkpoint import load_model
+    from xmodality_lite.io import NIFTI_SUFFIXES, check_output_path
     from xmodality_lite.reconstruction import translate_file
 
     if not Path(args.tof).is_file():  # fail before loading the model
         raise FileNotFoundError(f"{args.tof}: no such file")
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists; add --overwrite to replace it")
+    check_output_path(args.out, overwrite=args.overwrite, suffixes=NIFTI_SUFFIXES)
     t0 = time.perf_counter()
     profile = checkpoint_profile(args, args.checkpoint)
-    translate_file(load_model(args.checkpoint), args.tof, args.out, sampler=args.sampler,
-                   steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
-                   seed=args.seed, profile=profile)
+    translate_file(load_model(args.checkpoint), args.tof, args.out, overwrite=args.overwrite,
+                   sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
+                   image_size=args.image_size, seed=args.seed, profile=profile)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
 
 
@@ -223,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None,
                    help="in-plane size the slices are resampled to (default: profile's)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     sampling(p)
 
     p = add("evaluate", cmd_evaluate, "Table 1 metrics + steps sweep for checkpoints")

@@ -14,6 +14,24 @@ import numpy as np
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
+def check_output_path(path: str | os.PathLike, *, overwrite: bool = True,
+                      suffixes: tuple[str, ...] | None = None) -> Path:
+    """Raise unless ``path`` can be written: its name ends in one of ``suffixes`` (if given),
+    its folder exists and is writable, and it does not exist already unless ``overwrite``.
+    Call it before long work whose result goes there."""
+    path = Path(path)
+    if suffixes is not None and not str(path).endswith(suffixes):
+        raise ValueError(f"{path}: expected a file name ending in {' or '.join(suffixes)}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write {path}: folder {parent} is not writable")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
@@ -22,14 +40,8 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     name (nibabel, numpy) still work. On any exception the temporary file is removed and
     ``path`` is untouched.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path = check_output_path(path, overwrite=overwrite)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write {path}: folder {parent} is not writable")
     suffix = "".join(path.suffixes)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}",

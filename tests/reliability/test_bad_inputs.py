@@ -431,6 +431,10 @@ CLI_CASES = [
             ("afile", "cta.nii.gz")),
     CliCase("translate-out-into-proc", _tr("tof.nii.gz", "/proc/cta.nii.gz"),
             ("/proc/cta.nii.gz",)),
+    CliCase("translate-out-exists", _tr("tof.nii.gz"), ("cta.nii.gz", "already exists"),
+            prepare=_existing("cta.nii.gz")),
+    CliCase("translate-out-folder-missing", _tr("tof.nii.gz", "{out}/missing/cta.nii.gz"),
+            ("missing", "does not exist")),
 ]
 
 
