@@ -20,6 +20,9 @@ instead of contending over nine. The forward pass and the input gradient stay XL
 :func:`conv_general_dilated` has the signature of ``jax.lax.conv_general_dilated`` and is what
 ``nnx.Conv`` calls in our models; anything other than a stride-1, undilated, ungrouped NHWC
 convolution with an odd kernel and 'same' padding on the CPU goes straight to ``lax``.
+``conv2d_same`` is a ``jax.custom_vjp``: reverse mode (``grad``, ``vjp``) works to any order
+of composition with other transforms, forward mode (``jvp``, ``jacfwd``) through it does not;
+where a layer takes the fast path, differentiate it in reverse mode.
 """
 
 from __future__ import annotations
