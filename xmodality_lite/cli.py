@@ -85,14 +85,13 @@ def cmd_sample(args) -> None:
 
 def cmd_translate(args) -> None:
     from xmodality_lite.checkpoint import load_model
-    from xmodality_lite.io import NIFTI_SUFFIXES, check_output_path
     from xmodality_lite.reconstruction import translate_file
 
     if not Path(args.tof).is_file():  # fail before loading the model
         raise FileNotFoundError(f"{args.tof}: no such file")
+    # said in the CLI's words here; translate_file checks the rest of OUT before sampling
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists; add --overwrite to replace it")
-    check_output_path(args.out, overwrite=args.overwrite, suffixes=NIFTI_SUFFIXES)
     t0 = time.perf_counter()
     profile = checkpoint_profile(args, args.checkpoint)
     translate_file(load_model(args.checkpoint), args.tof, args.out, overwrite=args.overwrite,

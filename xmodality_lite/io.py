@@ -15,13 +15,13 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def check_output_path(path: str | os.PathLike, *, overwrite: bool = True,
-                      suffixes: tuple[str, ...] | None = None) -> Path:
-    """Raise unless ``path`` can be written: its name ends in one of ``suffixes`` (if given),
-    its folder exists and is writable, and it does not exist already unless ``overwrite``.
-    Call it before long work whose result goes there."""
+                      nifti: bool = False) -> Path:
+    """Raise unless ``path`` can be written: a NIfTI name (if ``nifti``), its folder exists and
+    is writable, and it does not exist already unless ``overwrite``. Call it before long work
+    whose result goes there."""
     path = Path(path)
-    if suffixes is not None and not str(path).endswith(suffixes):
-        raise ValueError(f"{path}: expected a file name ending in {' or '.join(suffixes)}")
+    if nifti:
+        _check_nifti_name(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
     parent = path.parent if str(path.parent) else Path(".")

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from xmodality_lite.config import get_profile
 from xmodality_lite.data.slices import minmax_scale, unwindow_hu
-from xmodality_lite.io import NIFTI_SUFFIXES, check_output_path, load_nifti, save_nifti
+from xmodality_lite.io import check_output_path, load_nifti, save_nifti
 from xmodality_lite.translation import translate_slices
 
 BACKGROUND_HU = -50.0  # the bottom of the HU window: what stripped slices are filled with
@@ -107,7 +107,7 @@ def translate_file(model: nnx.Module, tof_path: str | os.PathLike, out_path: str
     folder; not an existing file unless ``overwrite``), so a bad path fails in a second, not
     after minutes of sampling.
     """
-    check_output_path(out_path, overwrite=overwrite, suffixes=NIFTI_SUFFIXES)
+    check_output_path(out_path, overwrite=overwrite, nifti=True)
     result = translate_volume(model, load_nifti(tof_path), **kwargs)
     save_nifti(result.get_fdata(dtype=np.float32), out_path, like=result, dtype=np.float32,
                overwrite=overwrite)
