@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 from _tiny import TinyModel, tiny_build
 from flax import nnx
 
@@ -34,3 +35,77 @@ def test_rows_per_model_and_step_count(tmp_path, monkeypatch):
     csv = (tmp_path / "ev/results.csv").read_text().splitlines()
     assert len(csv) == 4 and csv[3].startswith("unet,N/A,,")
     assert (tmp_path / "ev/steps_sweep.png").stat().st_size > 0
+
+
+def _tiny_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setattr("xmodality_lite.models.build_model", tiny_build)
+    paths = []
+    for name, kind in (("adm", "diffusion"), ("unet", "regression")):
+        meta = {"model": name, "profile": get_profile("smoke"), "variant": "published"}
+        paths.append(save_checkpoint(tmp_path / f"{name}.safetensors",
+                                     TinyModel(kind, rngs=nnx.Rngs(0)), None, 0,
+                                     jax.random.key(0), meta))
+    return paths
+
+
+def test_volume_report_rows_intervals_paired_and_files(tmp_path, monkeypatch):
+    import json
+
+    from xmodality_lite.evaluation import VOLUME_METRICS, evaluate_volumes, phantom_volume
+    from xmodality_lite.metrics import volume_metrics
+    from xmodality_lite.reconstruction import translate_volume
+    from xmodality_lite.regions import intracranial_mask
+
+    paths = _tiny_checkpoints(tmp_path, monkeypatch)
+    report = evaluate_volumes(paths, "smoke", seeds=[1000, 1001], sampler="ddim", steps=2,
+                              seed=3, n_boot=200, out_dir=tmp_path / "ev", progress=False)
+    rows = report["rows"]
+    assert [(r["model"], r["item"]) for r in rows] == [
+        ("adm", "phantom1000"), ("adm", "phantom1001"),
+        ("unet", "phantom1000"), ("unet", "phantom1001")]
+    assert all(set(VOLUME_METRICS) <= set(r) for r in rows)
+    # one row recomputed by hand: the paper's whole-volume metrics and the vessel Dice
+    pair, tof = phantom_volume(1001, "smoke")
+    synthetic = translate_volume(TinyModel("regression", rngs=nnx.Rngs(0)), tof, seed=3,
+                                 progress=False, profile="smoke").get_fdata()
+    cta = np.asarray(pair.cta.dataobj, np.float64)
+    whole = volume_metrics(synthetic, cta)
+    assert rows[3]["whole_psnr"] == pytest.approx(whole["psnr"])
+    assert rows[3]["whole_ssim"] == pytest.approx(whole["ssim"])
+    brain = intracranial_mask(cta, pair.cta.header.get_zooms()[:3])
+    fake, real = (synthetic >= 150) & brain, (cta >= 150) & brain
+    expect = 2 * (fake & real).sum() / (fake.sum() + real.sum())
+    assert rows[3]["vessel_dice"] == pytest.approx(expect)
+    # intervals over the two patients, paired differences against the U-Net
+    by = {(r["model"], r["item"]): r for r in rows}
+    for s in report["summary"]:
+        values = [by[s["model"], i][s["metric"]] for i in ("phantom1000", "phantom1001")]
+        assert s["estimate"] == pytest.approx(np.mean(values))
+        assert min(values) <= s["low"] <= s["high"] <= max(values)
+    assert {(p["model"], p["reference"]) for p in report["paired"]} == {("adm", "unet")}
+    for p in report["paired"]:
+        d = [by["adm", i][p["metric"]] - by["unet", i][p["metric"]]
+             for i in ("phantom1000", "phantom1001")]
+        assert p["difference"] == pytest.approx(np.mean(d))
+        assert p["p_value"] >= 0.5  # two patients: the exact sign-flip test cannot go lower
+    # files: tables, JSON, Markdown and one figure per model
+    ev = tmp_path / "ev"
+    assert len((ev / "volumes.csv").read_text().splitlines()) == 1 + 4
+    assert json.loads((ev / "volumes.json").read_text())["settings"]["reference"] == "unet"
+    md = (ev / "volumes.md").read_text()
+    assert "Circle-of-Willis region" in md and "model − unet" in md and "vessel clDice" in md
+    for name in ("adm", "unet"):
+        assert (ev / "figures" / f"{name}_phantom1000.png").stat().st_size > 0
+
+
+def test_unseen_seeds_stay_outside_the_dataset():
+    import dataclasses
+
+    from xmodality_lite.evaluation import REFERENCE_SEED, unseen_seeds
+
+    assert unseen_seeds(3, "smoke") == [REFERENCE_SEED, REFERENCE_SEED + 1, REFERENCE_SEED + 2]
+    smoke = get_profile("smoke")
+    data = dataclasses.replace(smoke.data, seed=REFERENCE_SEED - 1)
+    clash = dataclasses.replace(smoke, data=data)
+    with pytest.raises(ValueError, match="overlap"):
+        unseen_seeds(3, clash)

@@ -226,3 +226,54 @@ def test_format_table_csv_round_trips_and_markdown_rounds():
         M.format_table([{"model": "ADM"}])
     with pytest.raises(ValueError, match="unknown columns"):
         M.format_table([{**rows[0], "lpips": 0.1}])
+
+
+# --------------------------------------------------------------------------- masked metrics
+def _sphere(shape, centre, radius):
+    grid = np.indices(shape).astype(float)
+    return sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= radius**2
+
+
+@pytest.mark.parametrize("shape", [(40, 36), (24, 26, 22)])
+def test_masked_metrics_match_skimage_on_the_masked_voxels(shape):
+    rng = np.random.default_rng(3)
+    target = -50 + 400 * _textured(rng, shape)
+    target[:3] = -1000.0  # air: clipped to a flat −50 HU, where skimage's variances are 0
+    pred = target + 30 * rng.normal(size=shape)
+    mask = _sphere(shape, [n / 2 for n in shape], min(shape) / 2.5)
+    got = M.masked_metrics(pred, target, mask)
+    p, t = np.clip(pred, -50, 350), np.clip(target, -50, 350)
+    np.testing.assert_allclose(got["mse"], mean_squared_error(t[mask], p[mask]), rtol=1e-5)
+    np.testing.assert_allclose(got["mae"], np.abs(t[mask] - p[mask]).mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["psnr"],
+                               peak_signal_noise_ratio(t[mask], p[mask], data_range=400.0),
+                               rtol=1e-5)
+    # skimage's full map (reflect-padded) equals the valid map wherever the 11-tap window fits,
+    # i.e. 5 voxels in from every border: compare the mask's mean there. float32 vs float64 in
+    # HU: ~1e-5, as for the whole-volume SSIM above.
+    _, full = structural_similarity(t, p, data_range=400.0, full=True, **SKIMAGE_SSIM)
+    inner = tuple(slice(5, n - 5) for n in shape)
+    np.testing.assert_allclose(got["ssim"], full[inner][mask[inner]].mean(), atol=5e-5)
+    # and the mask really selects: the mean over all interior voxels is a different number
+    assert abs(full[inner].mean() - got["ssim"]) > 1e-3
+
+
+def test_masked_metrics_with_a_full_mask_are_the_volume_metrics():
+    rng = np.random.default_rng(4)
+    target = -50 + 400 * _textured(rng, (16, 18, 20))
+    pred = target + 30 * rng.normal(size=target.shape)
+    full = M.masked_metrics(pred, target, np.ones(target.shape, bool))
+    whole = M.volume_metrics(pred, target)
+    for k in ("mse", "mae", "psnr", "ssim"):
+        np.testing.assert_allclose(full[k], whole[k], rtol=1e-5)
+
+
+def test_masked_metrics_empty_mask_is_nan_and_shapes_checked():
+    x = np.zeros((12, 12, 12))
+    assert all(math.isnan(v) for v in M.masked_metrics(x, x, np.zeros_like(x, bool)).values())
+    edge = np.zeros_like(x, bool)
+    edge[0, 0, 0] = True  # a voxel no valid SSIM window is centred on
+    got = M.masked_metrics(x + 1, x, edge)
+    assert got["mse"] == 1.0 and math.isnan(got["ssim"])
+    with pytest.raises(ValueError, match="one shape"):
+        M.masked_metrics(x, x, np.ones((12, 12), bool))

@@ -90,9 +90,8 @@ def _filter_valid(x: jax.Array, window: np.ndarray) -> jax.Array:
     return x
 
 
-@jax.jit
-def _ssim_nd(a: jax.Array, b: jax.Array, data_range: float) -> jax.Array:
-    """Mean SSIM map of two same-shape arrays (any rank), separable Gaussian, valid borders.
+def _ssim_map(a: jax.Array, b: jax.Array, data_range: float) -> jax.Array:
+    """SSIM map of two same-shape arrays (any rank), separable Gaussian, valid borders.
 
     Variances are clamped at ε² and the covariance to ±σ_a σ_b, as the reference code does.
     """
@@ -104,9 +103,32 @@ def _ssim_nd(a: jax.Array, b: jax.Array, data_range: float) -> jax.Array:
     cov = f(a * b) - mu_a * mu_b
     cov = jnp.sign(cov) * jnp.minimum(jnp.sqrt(var_a * var_b), jnp.abs(cov))
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
-                / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)))
-    return jnp.mean(ssim_map)
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
+            / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)))
+
+
+@jax.jit
+def _ssim_nd(a: jax.Array, b: jax.Array, data_range: float) -> jax.Array:
+    """Mean SSIM map of two same-shape arrays (any rank), separable Gaussian, valid borders."""
+    return jnp.mean(_ssim_map(a, b, data_range))
+
+
+def ssim_map(pred: jax.Array, target: jax.Array, *, data_range: float) -> jax.Array:
+    """The local SSIM map behind :func:`ssim_3d` / :func:`ssim`, for 2-D or 3-D arrays.
+
+    "Valid" borders: the map is smaller by ``SSIM_WINDOW − 1`` along each axis, and its element
+    ``i`` is the window centred on voxel ``i + SSIM_WINDOW // 2`` of the inputs.
+    """
+    pred, target = jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32)
+    if pred.shape != target.shape or pred.ndim not in (2, 3):
+        raise ValueError(f"ssim_map: expected two same-shape 2-D or 3-D arrays, got "
+                         f"{pred.shape} and {target.shape}")
+    if min(pred.shape) < SSIM_WINDOW:
+        raise ValueError(f"ssim_map: every axis needs ≥ {SSIM_WINDOW} voxels, got {pred.shape}")
+    return _ssim_map_jit(pred, target, data_range)
+
+
+_ssim_map_jit = jax.jit(_ssim_map)
 
 
 def ssim_3d(pred_hu: jax.Array, target_hu: jax.Array, *, data_range: float = 400.0) -> jax.Array:
@@ -136,6 +158,41 @@ def volume_metrics(pred_hu: jax.Array, target_hu: jax.Array, *,
         "mae": float(jnp.mean(jnp.abs(err))),
         "psnr": 10.0 * math.log10(data_range**2 / mse_hu) if mse_hu > 0 else math.inf,
         "ssim": float(ssim_3d(pred_hu, target_hu, data_range=data_range)),
+    }
+
+
+def masked_metrics(pred_hu: np.ndarray, target_hu: np.ndarray, mask: np.ndarray, *,
+                   hu_window: tuple[float, float] = HU_WINDOW) -> dict[str, float]:
+    """MSE, MAE, PSNR and SSIM of a 2-D or 3-D image restricted to a boolean ``mask``.
+
+    As :func:`volume_metrics` (both clipped to ``hu_window``, PSNR with the window width as
+    data range), but MSE/MAE/PSNR use the voxels in the mask only, and SSIM is the mean of the
+    SSIM map over the mask (the windows still see the voxels around it, as SynthRAD's masked
+    SSIM does). The map has valid borders, so mask voxels within ``SSIM_WINDOW // 2`` of the
+    edge do not count towards SSIM. An empty mask gives NaN for every metric.
+    """
+    lo, hi = hu_window
+    if not hi > lo:
+        raise ValueError(f"hu_window must be (low, high) with high > low, got {hu_window}")
+    pred = np.clip(np.asarray(pred_hu, np.float32), lo, hi)
+    target = np.clip(np.asarray(target_hu, np.float32), lo, hi)
+    mask = np.asarray(mask, bool)
+    if not pred.shape == target.shape == mask.shape:
+        raise ValueError(f"masked_metrics: prediction {pred.shape}, target {target.shape} and "
+                         f"mask {mask.shape} must have one shape")
+    nan = float("nan")
+    if not mask.any():
+        return {"mse": nan, "mae": nan, "psnr": nan, "ssim": nan}
+    err = (pred[mask] - target[mask]).astype(np.float64)
+    mse_hu = float(np.mean(err**2))
+    r = SSIM_WINDOW // 2
+    inner = mask[tuple(slice(r, n - r) for n in mask.shape)]
+    smap = np.asarray(ssim_map(pred, target, data_range=hi - lo))
+    return {
+        "mse": mse_hu,
+        "mae": float(np.mean(np.abs(err))),
+        "psnr": 10.0 * math.log10((hi - lo) ** 2 / mse_hu) if mse_hu > 0 else math.inf,
+        "ssim": float(smap[inner].mean()) if inner.any() else nan,
     }
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from xmodality_lite.vessels import dice  # one home for Dice; re-exported for old imports
+
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 
@@ -271,13 +273,6 @@ class RegistrationError:
     landmark_mm_after: float
     dice_before: float
     dice_after: float
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Sørensen–Dice overlap 2|A∩B| / (|A| + |B|) of two boolean masks (1.0 if both empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
 
 
 def registration_error(

@@ -21,10 +21,10 @@ def canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj), np.asarray(img.header.get_zooms()[:3], float)
 
 
-def _show(ax, plane, spacing, window, title, xlabel, ylabel):
+def _show(ax, plane, spacing, window, title, xlabel, ylabel, cmap="gray"):
     """``plane`` is [first axis, second axis] with the second one vertical (superior/anterior up)."""
     extent = (0, plane.shape[0] * spacing[0], 0, plane.shape[1] * spacing[1])
-    ax.imshow(plane[::-1].T, cmap="gray", vmin=window[0], vmax=window[1], origin="lower",
+    ax.imshow(plane[::-1].T, cmap=cmap, vmin=window[0], vmax=window[1], origin="lower",
               extent=(extent[1], extent[0], extent[2], extent[3]), interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=7)
@@ -32,7 +32,7 @@ def _show(ax, plane, spacing, window, title, xlabel, ylabel):
     ax.tick_params(labelsize=6)
 
 
-def orthogonal_views(axes, img: nib.Nifti1Image, *, window, centre_mm=None, name=""):
+def orthogonal_views(axes, img: nib.Nifti1Image, *, window, centre_mm=None, name="", cmap="gray"):
     """Axial, coronal and sagittal slices through ``centre_mm`` (world RAS, default the FOV centre)."""
     data, zooms = canonical(img)
     can = nib.as_closest_canonical(img)
@@ -43,10 +43,11 @@ def orthogonal_views(axes, img: nib.Nifti1Image, *, window, centre_mm=None, name
         ijk = np.clip(ijk, 0, np.asarray(data.shape) - 1)
     i, j, k = ijk
     unit = f"[{window[0]:g}, {window[1]:g}]"
-    _show(axes[0], data[:, :, k], zooms[[0, 1]], window, f"{name} axial {unit}", "R ← → L (mm)", "P → A (mm)")
-    _show(axes[1], data[:, j, :], zooms[[0, 2]], window, f"{name} coronal", "R ← → L (mm)", "I → S (mm)")
+    _show(axes[0], data[:, :, k], zooms[[0, 1]], window, f"{name} axial {unit}", "R ← → L (mm)", "P → A (mm)",
+          cmap)
+    _show(axes[1], data[:, j, :], zooms[[0, 2]], window, f"{name} coronal", "R ← → L (mm)", "I → S (mm)", cmap)
     sag = data[i, :, :]  # _show flips the first axis: anterior on the left, as usually read
-    _show(axes[2], sag, zooms[[1, 2]], window, f"{name} sagittal", "A ← → P (mm)", "I → S (mm)")
+    _show(axes[2], sag, zooms[[1, 2]], window, f"{name} sagittal", "A ← → P (mm)", "I → S (mm)", cmap)
 
 
 def axial_mip(ax, img: nib.Nifti1Image, *, window, name="", z_range_mm=None):
@@ -57,6 +58,36 @@ def axial_mip(ax, img: nib.Nifti1Image, *, window, name="", z_range_mm=None):
         zs = z[2, 3] + z[2, 2] * np.arange(data.shape[2])
         data = data[:, :, (zs >= z_range_mm[0]) & (zs <= z_range_mm[1])]
     _show(ax, data.max(axis=2), zooms[[0, 1]], window, f"{name} axial MIP", "R ← → L (mm)", "P → A (mm)")
+
+
+# (axis projected away, axes kept, plane, x label, y label), as in orthogonal_views
+_PLANES = ((2, [0, 1], "axial", "R ← → L (mm)", "P → A (mm)"),
+           (1, [0, 2], "coronal", "R ← → L (mm)", "I → S (mm)"),
+           (0, [1, 2], "sagittal", "A ← → P (mm)", "I → S (mm)"))
+
+
+def three_plane_mips(axes, img: nib.Nifti1Image, *, window, name=""):
+    """Axial, coronal and sagittal maximum-intensity projections of the whole volume."""
+    data, zooms = canonical(img)
+    for ax, (axis, kept, plane, xlabel, ylabel) in zip(axes, _PLANES, strict=True):
+        _show(ax, data.max(axis=axis), zooms[kept], window, f"{name} {plane} MIP", xlabel, ylabel)
+
+
+MASK_COLOURS = ("black", "tab:green", "magenta", "white")  # neither, first only, second only, both
+
+
+def mask_overlay_mips(axes, first: nib.Nifti1Image, second: nib.Nifti1Image, *, name=""):
+    """Projections of two masks on one grid in three planes, coloured by ``MASK_COLOURS``:
+    green where only the first projects (e.g. real vessels), magenta only the second
+    (synthetic), white both."""
+    from matplotlib.colors import ListedColormap
+
+    a, zooms = canonical(first)
+    b, _ = canonical(second)
+    for ax, (axis, kept, plane, xlabel, ylabel) in zip(axes, _PLANES, strict=True):
+        code = (a > 0).any(axis=axis) + 2 * (b > 0).any(axis=axis)
+        _show(ax, code, zooms[kept], (0, 3), f"{name} {plane}", xlabel, ylabel,
+              ListedColormap(MASK_COLOURS))
 
 
 def plot_pair(pair, *, path=None, tof_window=None):
