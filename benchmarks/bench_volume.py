@@ -1,7 +1,7 @@
 """Volume translation (paper §3.6): time and peak RSS for a ~256×256×160 phantom TOF volume.
 
-A ``cpu``-profile diffusion model (a shipped checkpoint from ``data/checkpoints/`` if there is
-one, else random weights — the cost is the same) translates every axial slice with 16 DDIM
+A ``cpu``-profile diffusion model (a shipped checkpoint from ``xmodality_lite/checkpoints/`` if
+there is one, else random weights — the cost is the same) translates every axial slice with 16 DDIM
 steps through ``reconstruction.translate_volume``. Target: under 60 s. Runs in its own process.
 
     python -m benchmarks.bench_volume [--quick]
@@ -22,10 +22,10 @@ PREFERRED = ("adm", "uvit", "dit")
 
 def find_checkpoint():
     """The first shipped cpu-profile diffusion checkpoint, ADM preferred, or None."""
-    from xmodality_lite.checkpoint import read_metadata
+    from xmodality_lite.checkpoint import SHIPPED_DIR, read_metadata
 
     found = {}
-    for path in sorted((ROOT / "data" / "checkpoints").rglob("*.safetensors")):
+    for path in sorted(SHIPPED_DIR.rglob("*.safetensors")):
         try:
             meta = read_metadata(path)
         except (OSError, ValueError, KeyError):
@@ -50,7 +50,7 @@ def measure(shape: tuple[int, int, int], steps: int) -> dict:
     ckpt = find_checkpoint()
     if ckpt is not None:
         model, name = load_model(ckpt), read_metadata(ckpt)["model"]
-        weights = str(ckpt.relative_to(ROOT))
+        weights = str(ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt)
     else:
         name = "adm"
         model, weights = build_model(name, "cpu", rngs=nnx.Rngs(0), dtype=jnp.float32), "random"

@@ -1,6 +1,6 @@
 """Run the benchmark sections and render ``benchmarks/RESULTS.md`` from their JSON results.
 
-    python -m benchmarks.run_all                      # models, sampler, volume, registration
+    python -m benchmarks.run_all                      # models, sampler, volume, registration, compilation
     python -m benchmarks.run_all --only sampler,volume --quick
     python -m benchmarks.run_all --only notebooks     # opt-in: executes the whole book
     python -m benchmarks.run_all --render             # only re-render RESULTS.md
@@ -20,8 +20,8 @@ from pathlib import Path
 from benchmarks.common import RESULTS, git_commit, log, machine, versions
 
 HERE = Path(__file__).resolve().parent
-DEFAULT = ("models", "sampler", "volume", "registration")
-SECTIONS = (*DEFAULT, "notebooks")
+DEFAULT = ("models", "sampler", "volume", "registration", "compilation")
+SECTIONS = ("models", "sampler", "volume", "registration", "notebooks", "compilation")  # RESULTS order
 
 
 def _read(section: str) -> dict | None:
@@ -214,8 +214,40 @@ def _notebooks(r: dict) -> list[str]:
     return out + _table(["notebook", "seconds", "peak RSS GiB", "state", "result"], body)
 
 
+def _compilation(r: dict) -> list[str]:
+    out = ["## 6. Compilation: the persistent JAX compilation cache", "",
+           f"`{r['profile']}`-profile train step (`training.make_train_step`, float32), each run a "
+           "fresh process: **off** = `XMODALITY_JAX_CACHE=0` (every process compiles), **cold** = "
+           "an empty cache folder (compile and write), **warm** = the same folder again (a second "
+           "run of a lesson or of the tests). First = the first call, compilation or cache load "
+           f"included; steady = median of the {r['repeats']} calls after it; overhead = first − "
+           "steady; process = the whole worker (interpreter, imports, model initialisation, all "
+           "calls). Hits / writes: JAX's `jax.monitoring` cache events in the whole process (the "
+           "step's own in brackets); files, MB: the cache folder after the run.", ""]
+    body = []
+    for x in r["rows"]:
+        if "error" in x:
+            body.append([x["model"], f"error: {x['error'][-120:]}"] + [""] * 9)
+            continue
+        off, cold, warm = x["off"], x["cold"], x["warm"]
+        body.append([
+            x["model"], f"{off['image_size']}², {off['batch']}",
+            " / ".join(_f(m["first_s"], 2) for m in (off, cold, warm)),
+            _f(off["median_s"], 3),
+            " / ".join(_f(m["overhead_s"], 2) for m in (off, cold, warm)),
+            f"{off['overhead_s'] / max(warm['overhead_s'], 1e-3):.0f}×",
+            " / ".join(_f(m["process_s"], 1) for m in (off, cold, warm)),
+            f"{warm['hits']} ({warm['step_hits']}) / {warm['writes']} ({warm['step_writes']})",
+            f"{cold['writes']} ({cold['step_writes']})",
+            f"{cold['files']}, {cold['bytes'] / 2**20:.1f}"])
+    return out + _table(["model", "size, batch", "first s off / cold / warm", "steady s",
+                         "overhead s off / cold / warm", "overhead off ÷ warm",
+                         "process s off / cold / warm", "warm hits / writes", "cold writes",
+                         "files, MB"], body)
+
+
 RENDER = {"models": _models, "sampler": _sampler, "volume": _volume,
-          "registration": _registration, "notebooks": _notebooks}
+          "registration": _registration, "notebooks": _notebooks, "compilation": _compilation}
 
 
 def render() -> Path:

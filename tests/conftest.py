@@ -1,0 +1,16 @@
+"""Suite-wide set-up: one persistent JAX compilation cache for every run of the suite.
+
+Every test process, and the child processes tests start (CLI, notebooks, fresh interpreters),
+loads programs compiled by an earlier run instead of compiling them again: the folder is
+``$XMODALITY_JAX_CACHE`` if set (``0`` turns the cache off), else ``$XMODALITY_CACHE/jax``
+(``make test`` sets ``XMODALITY_CACHE`` to the checkout's git-ignored ``data/cache``, which
+``make clean`` removes), else the per-user cache. It is enabled here, before any test module
+imports JAX, and exported through ``JAX_COMPILATION_CACHE_DIR`` so children inherit it. Tests of
+the cache itself (tests/test_compilation.py) use temporary folders of their own.
+"""
+
+from __future__ import annotations
+
+from xmodality_lite.compilation import enable_compilation_cache
+
+enable_compilation_cache()

@@ -1,0 +1,162 @@
+"""A persistent JAX compilation cache: a program is compiled once per machine, not once per process.
+
+``import xmodality_lite`` turns it on (:func:`enable_compilation_cache`), so every lesson, CLI
+command, test process and rerun of a cell that builds the same program (same shapes, dtypes,
+model, JAX version and flags) loads the compiled executable from disk instead of compiling it
+again: a first train step at the ``cpu`` profile costs seconds of XLA compilation otherwise.
+
+Where (``XMODALITY_JAX_CACHE``):
+
+- unset, or ``1``/``on``/``true``/``yes``: ``<user cache>/jax``, the user cache being
+  ``$XMODALITY_CACHE`` or the platform's per-user folder (:func:`xmodality_lite.config.user_cache_dir`);
+  if ``JAX_COMPILATION_CACHE_DIR`` is already set (by you, or inherited from a parent process
+  that enabled the cache), JAX's own setting is kept;
+- a folder: that folder;
+- ``0``/``off``/``false``/``no``: off (also clears an inherited ``JAX_COMPILATION_CACHE_DIR``).
+
+Every compiled program is written, however short its compilation (JAX's default keeps only
+those that took ≥ 1 s; at the ``smoke`` and ``cpu`` profiles most take less, and reading one
+back is still faster than compiling it). The folder grows with each new program and is never
+pruned by JAX: delete it at will (``make clean`` removes the checkout's). A folder that cannot
+be written turns the cache off with a warning; enabling it never fails an import. Settings are
+passed to JAX through its environment variables while JAX is not yet imported (so the import
+stays instant, and child processes inherit the same cache) and through ``jax.config`` once it is.
+
+The cache is trusted code (JAX's warning): keep it in a folder only you can write. Compiled
+CPU code targets the machine that compiled it: where one home folder is shared by machines with
+different CPUs (a cluster), point ``XMODALITY_JAX_CACHE`` at a machine-local folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from xmodality_lite.config import user_cache_dir
+
+ENV_VAR = "XMODALITY_JAX_CACHE"
+OFF_VALUES = frozenset({"0", "off", "false", "no"})
+ON_VALUES = frozenset({"", "1", "on", "true", "yes"})
+MIN_COMPILE_TIME_SECS = 0.0  # write every compiled program (JAX's default: only those ≥ 1 s)
+MIN_ENTRY_SIZE_BYTES = -1  # no size floor, and JAX may not raise it
+
+# JAX option -> the environment variable JAX reads it from when it is imported
+_JAX_ENV = {
+    "jax_compilation_cache_dir": "JAX_COMPILATION_CACHE_DIR",
+    "jax_persistent_cache_min_compile_time_secs": "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+    "jax_persistent_cache_min_entry_size_bytes": "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES",
+}
+
+
+def _setting() -> str:
+    return os.environ.get(ENV_VAR, "").strip()
+
+
+def is_turned_off() -> bool:
+    """Whether ``$XMODALITY_JAX_CACHE`` turns the cache off (``0``, ``off``, ``false``, ``no``)."""
+    return _setting().lower() in OFF_VALUES
+
+
+def default_compilation_cache_dir() -> Path | None:
+    """The folder ``$XMODALITY_JAX_CACHE`` names, else ``<user cache>/jax``; None when turned off."""
+    value = _setting()
+    if value.lower() in OFF_VALUES:
+        return None
+    if value.lower() in ON_VALUES:
+        return user_cache_dir() / "jax"
+    return Path(value).expanduser()
+
+
+def _jax_loaded() -> bool:
+    return "jax" in sys.modules
+
+
+def _apply(settings: dict[str, object]) -> None:
+    """Settings into the environment (for a JAX imported later and child processes) and, if JAX
+    is loaded, into ``jax.config``, resetting JAX's cache so the next compilation sees them."""
+    for name, value in settings.items():
+        if value is None:
+            os.environ.pop(_JAX_ENV[name], None)
+        else:
+            os.environ[_JAX_ENV[name]] = str(value)
+    if _jax_loaded():
+        import jax
+        from jax.experimental.compilation_cache import compilation_cache as jax_cc
+
+        for name, value in settings.items():
+            jax.config.update(name, value)
+        jax_cc.reset_cache()
+
+
+def _check_writable(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        pass
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
+    """Turn JAX's persistent compilation cache on in ``path`` and return the folder.
+
+    ``path`` None: the folder of :func:`default_compilation_cache_dir`, and nothing is done
+    (None returned) when ``$XMODALITY_JAX_CACHE`` turns the cache off. A folder that cannot be
+    created or written: a warning, the cache off, None returned.
+    """
+    folder = Path(path).expanduser() if path is not None else default_compilation_cache_dir()
+    if folder is None:
+        return None
+    folder = folder.absolute()
+    try:
+        _check_writable(folder)
+    except OSError as err:
+        warnings.warn(f"JAX compilation cache off: cannot write to {folder} ({err}); set "
+                      f"{ENV_VAR} to a writable folder, or to 0 to silence this",
+                      RuntimeWarning, stacklevel=2)
+        disable_compilation_cache()
+        return None
+    _apply({"jax_compilation_cache_dir": str(folder),
+            "jax_persistent_cache_min_compile_time_secs": MIN_COMPILE_TIME_SECS,
+            "jax_persistent_cache_min_entry_size_bytes": MIN_ENTRY_SIZE_BYTES})
+    return folder
+
+
+def disable_compilation_cache() -> None:
+    """Turn the persistent compilation cache off in this process and the children it starts."""
+    _apply({"jax_compilation_cache_dir": None})
+
+
+def compilation_cache_dir() -> Path | None:
+    """The folder JAX caches compiled programs in now (None: the persistent cache is off)."""
+    if _jax_loaded():
+        import jax
+
+        value = jax.config.jax_compilation_cache_dir
+    else:
+        value = os.environ.get(_JAX_ENV["jax_compilation_cache_dir"])
+    return Path(value) if value else None
+
+
+def configure_from_environment() -> Path | None:
+    """What ``import xmodality_lite`` runs: the cache as ``$XMODALITY_JAX_CACHE`` says; never raises.
+
+    Unset, it keeps a cache folder JAX already has (``JAX_COMPILATION_CACHE_DIR`` or
+    ``jax.config``) and otherwise enables ``<user cache>/jax``. Returns the folder in use.
+    """
+    try:
+        if is_turned_off():
+            disable_compilation_cache()
+            return None
+        if not _setting() and compilation_cache_dir() is not None:
+            return compilation_cache_dir()
+        return enable_compilation_cache()
+    except Exception as err:  # noqa: BLE001 - a cache must never break the import
+        warnings.warn(f"JAX compilation cache off: {type(err).__name__}: {err}", RuntimeWarning,
+                      stacklevel=2)
+        return None
+
+
+__all__ = ["ENV_VAR", "compilation_cache_dir", "configure_from_environment",
+           "default_compilation_cache_dir", "disable_compilation_cache",
+           "enable_compilation_cache", "is_turned_off"]
