@@ -146,3 +146,59 @@ def test_batch_iterator_resumes_at_step_k(tmp_path):
     assert not np.array_equal(run[0][0], BatchIterator(ds, 5, 4, 16).batch_at(0)[0])
     with pytest.raises(ValueError, match="step"):
         it.batch_at(-1)
+
+
+@pytest.mark.parametrize("platform, env, expected", [
+    ("linux", {}, "{home}/.cache/xmodality_lite"),
+    ("linux", {"XDG_CACHE_HOME": "{home}/xdg"}, "{home}/xdg/xmodality_lite"),
+    ("linux", {"XDG_CACHE_HOME": "relative"}, "{home}/.cache/xmodality_lite"),  # XDG: ignored
+    ("darwin", {}, "{home}/Library/Caches/xmodality_lite"),
+    ("win32", {"LOCALAPPDATA": "{home}/AppData/Local"}, "{home}/AppData/Local/xmodality_lite/Cache"),
+    ("linux", {"XMODALITY_CACHE": "{home}/mine", "XDG_CACHE_HOME": "{home}/xdg"}, "{home}/mine"),
+])
+def test_default_cache_dir_is_per_user_never_in_the_package(monkeypatch, tmp_path, platform, env,
+                                                            expected):
+    """$XMODALITY_CACHE, else the platform's user cache folder (the XDG base directory
+    specification on Linux, Apple's and Microsoft's per-user cache folders)."""
+    import sys
+    from pathlib import Path
+
+    import xmodality_lite
+    from xmodality_lite.preprocessing import default_cache_dir
+
+    for name in ("XMODALITY_CACHE", "XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(home=tmp_path))
+    monkeypatch.setattr(sys, "platform", platform)
+    got = default_cache_dir()
+    monkeypatch.undo()
+    assert got == Path(expected.format(home=tmp_path))
+    assert not got.is_relative_to(Path(xmodality_lite.__file__).parent)
+
+
+def test_slice_size_resamples_as_the_volume_pipeline(tmp_path):
+    """With ``slice_size`` each kept slice is what translate_volume feeds a model: the raw TOF
+    slice resampled by scipy's cubic zoom, then min-maxed; the CTA windowed, resampled, clipped."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    from xmodality_lite.data.slices import minmax_scale, window_hu
+
+    smoke = get_profile("smoke")
+    profile = smoke.replace(data=dataclasses.replace(smoke.data, slice_size=16))
+    pairs = _pairs()
+    ds = build_slice_dataset(pairs, profile, cache_dir=tmp_path, progress=False)
+    assert ds["train"].tof.shape[1:] == (16, 16) and np.all(ds["train"].hw == 16)
+    by_id = {p.id: p for p in pairs}
+    for i in range(len(ds["train"])):
+        pair, k = by_id[str(ds["train"].subject[i])], int(ds["train"].index[i])
+        zoom = (16 / 24, 16 / 20)
+        tof = ndimage.zoom(pair.tof[..., k].astype(np.float32), zoom, order=3, mode="nearest")
+        cta = ndimage.zoom(window_hu(pair.cta[..., k]), zoom, order=3, mode="nearest")
+        np.testing.assert_allclose(ds["train"].tof[i], minmax_scale(tof), atol=1e-5)
+        np.testing.assert_allclose(ds["train"].cta[i], np.clip(cta, -1, 1), atol=1e-5)
+    native = build_slice_dataset(pairs, smoke, cache_dir=tmp_path, progress=False)
+    assert native["train"].tof.shape[1:] == (24, 20)  # None keeps the native grid (the paper)

@@ -100,3 +100,56 @@ def test_plot_loss(tmp_path):
     records = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
     ax = training.plot_loss(records)
     np.testing.assert_array_equal(ax.lines[0].get_ydata(), [1.0, 0.5])
+
+
+def test_ema_warmup_follows_its_closed_form():
+    """With ema_warmup the k-th update (k = 0, 1, …) uses d_k = min(d, (1 + k)/(10 + k))."""
+    prof = profile(ema_decay=0.95, ema_warmup=True, log_every=1)
+    params = []
+    for n in range(4):
+        res = training.train("adm", prof, data=TinyData(), steps=n, progress=False)
+        params.append(nnx.state(res.model, nnx.Param))
+    expect = params[0]
+    for k, p in enumerate(params[1:]):
+        d = min(0.95, (1 + k) / (10 + k))
+        expect = jax.tree.map(lambda e, q, d=d: d * e + (1 - d) * q, expect, p)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 res.ema, expect)
+
+
+def test_learning_rate_schedule_warmup_and_cosine():
+    """η_k = η·min(1, (k+1)/W)·(0.01 + 0.99·½(1 + cos(π(k − W)/(T − W)))) after the warm-up."""
+    cfg = dataclasses.replace(SMOKE.train, learning_rate=2e-3, warmup_steps=10,
+                              lr_decay="cosine", steps=110)
+    eta = training.learning_rate_schedule(cfg)
+    np.testing.assert_allclose(float(eta(0)), 2e-4, rtol=1e-6)  # (0 + 1)/10 of the peak
+    np.testing.assert_allclose(float(eta(9)), 2e-3, rtol=1e-6)  # warm-up ends at the peak
+    np.testing.assert_allclose(float(eta(60)), 2e-3 * (0.01 + 0.99 * 0.5), rtol=1e-5)  # halfway
+    np.testing.assert_allclose(float(eta(110)), 2e-5, rtol=1e-5)  # 1 % of the peak at the end
+    np.testing.assert_allclose(float(eta(500)), 2e-5, rtol=1e-5)  # and stays there
+    assert training.learning_rate_schedule(SMOKE.train) == SMOKE.train.learning_rate  # paper
+    with pytest.raises(ValueError, match="lr_decay"):
+        training.learning_rate_schedule(dataclasses.replace(cfg, lr_decay="linear"))
+
+
+def test_adam_follows_the_schedule():
+    """The first Adam step moves each weight by ≈ η_0 (|m̂/√v̂| = 1 at step 1)."""
+    prof = profile(learning_rate=1e-2, warmup_steps=4, lr_decay="cosine", steps=20)
+    start = training.train("unet", prof, data=TinyData(), steps=0, progress=False)
+    one = training.train("unet", prof, data=TinyData(), steps=1, progress=False)
+    moves = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(
+        jax.tree.leaves(nnx.state(one.model, nnx.Param)),
+        jax.tree.leaves(nnx.state(start.model, nnx.Param)), strict=True)]
+    np.testing.assert_allclose(max(moves), 1e-2 / 4, rtol=1e-3)  # η_0 = η·1/W
+
+
+def test_resume_refuses_another_recipe(tmp_path):
+    prof = profile(checkpoint_every=2, log_every=1)
+    training.train("unet", prof, data=TinyData(), steps=2, out_dir=tmp_path, progress=False)
+    other = profile(checkpoint_every=2, log_every=1, learning_rate=5e-3)
+    with pytest.raises(ValueError, match="another recipe"):
+        training.train("unet", other, data=TinyData(), steps=4, out_dir=tmp_path, progress=False)
+    # the logging cadence is not part of the recipe
+    again = profile(checkpoint_every=1, log_every=2)
+    assert training.train("unet", again, data=TinyData(), steps=4, out_dir=tmp_path,
+                          progress=False).step == 4

@@ -4,6 +4,8 @@ For teaching and research only; not for clinical use.
 
 Submodules load on first use, so ``import xmodality_lite as xl`` is instant and
 ``xl.diffusion``, ``xl.models``, ``xl.preprocessing`` ... import what they need when touched.
+The import also turns on JAX's persistent compilation cache (:mod:`xmodality_lite.compilation`;
+off with ``XMODALITY_JAX_CACHE=0``).
 """
 
 from __future__ import annotations
@@ -11,13 +13,22 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from xmodality_lite.compilation import configure_from_environment as _configure_compilation_cache
 from xmodality_lite.config import PROFILES, Profile, get_profile
 
 __version__ = "0.1.0"
 
+# The persistent JAX compilation cache (<user cache>/jax; XMODALITY_JAX_CACHE=<dir> or 0): a
+# program compiled once is loaded from disk by every later process. Never raises; JAX stays
+# unimported until a submodule needs it.
+_configure_compilation_cache()
+
 _SUBMODULES = (
+    "bootstrap",
     "checkpoint",
     "cli",
+    "colab",
+    "compilation",
     "config",
     "data",
     "diffusion",
@@ -29,9 +40,11 @@ _SUBMODULES = (
     "parallel",
     "preprocessing",
     "reconstruction",
+    "regions",
     "registration",
     "training",
     "translation",
+    "vessels",
 )
 
 # Public functions re-exported at the top level: name -> submodule.

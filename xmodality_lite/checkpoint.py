@@ -16,10 +16,13 @@ definitions are ever read.
 from __future__ import annotations
 
 import hashlib
+import html
+import importlib.resources
 import json
 import os
 import struct
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +38,18 @@ from xmodality_lite.io import atomic_write_bytes, atomic_write_text
 
 FORMAT = "xmodality_lite.checkpoint/1"
 SUFFIX = ".safetensors"
-# `make checkpoints` writes the models the book uses here (one per architecture, cpu profile)
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+# `make checkpoints` writes the models the book uses here (one per architecture, cpu profile):
+# package data, so they travel with the wheel and are found from any folder, offline
+SHIPPED_DIR = Path(str(importlib.resources.files("xmodality_lite") / "checkpoints"))
+UNTRAINED = "UNTRAINED"  # what load_shipped reports for a model without shipped weights
+SHIPPED_PROFILE = "cpu"  # the profile `make checkpoints` trains the shipped models at
+# Training steps of each shipped model (the rest of the recipe is the profile's). Chosen for a
+# 2-core CPU: about an hour for all four; the ADM, 3× slower per step, gets fewer steps.
+SHIPPED_STEPS = {"unet": 2000, "adm": 2000, "uvit": 3000, "dit": 3000}
+# One diffusion model also ships weights from part-way through its run, so a lesson can show
+# samples improving with training: SNAPSHOT_DIR/<model>_step<NNNNN>.safetensors (EMA weights).
+SNAPSHOT_MODEL, SNAPSHOT_STEPS = "dit", (100, 500, 1500)
+SNAPSHOT_DIR = SHIPPED_DIR / "snapshots"
 
 
 @dataclass
@@ -262,6 +275,24 @@ def shipped_checkpoint(name: str, profile: Profile | str,
     return None
 
 
+def snapshot_name(name: str, step: int) -> str:
+    return f"{name}_step{step:05d}{SUFFIX}"
+
+
+def shipped_snapshots(name: str = SNAPSHOT_MODEL, profile: Profile | str = SHIPPED_PROFILE,
+                      folder: str | os.PathLike = SNAPSHOT_DIR) -> list[tuple[int, Path]]:
+    """``[(step, path), …]`` of the shipped intermediate weights of ``name``, by step, then the
+    final shipped checkpoint; only those trained at ``profile``. Empty when none ship."""
+    found = sorted(Path(folder).glob(f"{name}_step*{SUFFIX}")) if Path(folder).is_dir() else []
+    want = get_profile(profile).name
+    out = [(int(read_metadata(p)["step"]), p) for p in found
+           if read_metadata(p)["profile"]["name"] == want]
+    final = shipped_checkpoint(name, profile)
+    if out and final is not None:
+        out.append((int(read_metadata(final)["step"]), final))
+    return sorted(out)
+
+
 def load_shipped(name: str, profile: Profile | str, *, seed: int | None = None,
                  folder: str | os.PathLike = SHIPPED_DIR) -> tuple[nnx.Module, str]:
     """The shipped model ``name`` at ``profile`` and where it came from, for the lessons.
@@ -276,7 +307,39 @@ def load_shipped(name: str, profile: Profile | str, *, seed: int | None = None,
     if path is not None:
         return load_model(path), f"shipped, {read_metadata(path)['step']} training steps"
     seed = profile.train.seed if seed is None else seed
-    return build_model(name, profile, rngs=nnx.Rngs(seed)), "UNTRAINED"
+    return build_model(name, profile, rngs=nnx.Rngs(seed)), UNTRAINED
+
+
+def warn_untrained(sources: Mapping[str, str], profile: Profile | str | None = None) -> bool:
+    """Say loudly when a lesson runs untrained models; True if any source is untrained.
+
+    ``sources`` maps model names to :func:`load_shipped`'s descriptions. In a notebook the
+    warning is an HTML admonition box in the output (what a reader of the rendered book sees,
+    not just a plot title); elsewhere one plain line is printed.
+    """
+    untrained = [name for name, source in sources.items() if source.startswith(UNTRAINED)]
+    if not untrained:
+        return False
+    names = ", ".join(untrained)
+    text = (f"{names} {'is' if len(untrained) == 1 else 'are'} UNTRAINED: the package ships "
+            f"no checkpoint for the {get_profile(profile).name!r} profile (its models are "
+            f"trained at {SHIPPED_PROFILE!r}). Every code path runs, but the images and numbers "
+            "below come from untrained networks and show no result. Set "
+            f"XMODALITY_PROFILE={SHIPPED_PROFILE} for the trained teaching models.")
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(f"WARNING: {text}")
+        return True
+    box = ('<div class="admonition warning" style="border-left: 4px solid #d97706; '
+           'background: #fff7e6; color: #3d2c00; padding: 0.4em 1em; margin: 0.5em 0;">'
+           '<p class="admonition-title" style="font-weight: bold; margin: 0;">Warning: '
+           f'untrained models</p><p style="margin: 0.3em 0;">{html.escape(text)}</p></div>')
+    display({"text/html": box, "text/plain": f"WARNING: {text}"}, raw=True)
+    return True
 
 
 def profile_from_dict(d: dict[str, Any]) -> Profile:

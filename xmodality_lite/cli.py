@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -16,6 +17,10 @@ from pathlib import Path
 from xmodality_lite.config import ENV_VAR, PROFILES, get_profile
 
 MODEL_NAMES = ("unet", "adm", "uvit", "dit")
+# `translate` without --checkpoint: the shipped ADM, the paper's first diffusion model and the
+# cheapest of the three to sample (the U-Net scores better on intensity metrics but is not
+# generative; see xmodality_lite/checkpoints/reference_metrics.json)
+TRANSLATE_DEFAULT_MODEL = "adm"
 EXIT_ERROR = 2
 
 
@@ -50,17 +55,37 @@ def cmd_register(args) -> None:
     print(f"wrote {args.out} (registration {res.seconds:.1f} s)")
 
 
+def data_folder(args) -> str | None:
+    """``--data``, else ``$XMODALITY_DATA``, else None (the phantom)."""
+    from xmodality_lite.data.topcow import DATA_ENV_VAR
+
+    return args.data or os.environ.get(DATA_ENV_VAR) or None
+
+
 def cmd_preprocess(args) -> None:
     from xmodality_lite.preprocessing import phantom_dataset
 
-    splits = phantom_dataset(args.profile, register=args.register, cache_dir=args.cache_dir)
-    print(", ".join(f"{name}: {len(s)} slices" for name, s in splits.items()))
+    root = data_folder(args)
+    if root is None:
+        splits = phantom_dataset(args.profile, register=args.register, cache_dir=args.cache_dir)
+    else:  # TopCoW: every pair is registered (paper §3.1), unless given as an _Warped TOF
+        from xmodality_lite.data.topcow import topcow_dataset
+
+        splits = topcow_dataset(root, args.profile, cache_dir=args.cache_dir)
+    for name, s in splits.items():
+        patients = sorted(set(s.subject.tolist()))
+        print(f"{name}: {len(s)} slices from {len(patients)} patients ({', '.join(patients)})")
 
 
 def cmd_train(args) -> None:
-    from xmodality_lite.training import train
+    from xmodality_lite.training import default_data, train
 
-    res = train(args.model, args.profile, steps=args.steps, out_dir=args.out,
+    data = None
+    if args.data is not None:  # else train's default: $XMODALITY_DATA, or the phantom
+        profile = get_profile(args.profile)
+        seed = profile.train.seed if args.seed is None else args.seed
+        data = default_data(profile, seed, data_dir=args.data)
+    res = train(args.model, args.profile, data=data, steps=args.steps, out_dir=args.out,
                 resume=not args.no_resume, seed=args.seed, variant=args.variant)
     print(f"{args.model}: step {res.step}, loss {res.final_loss:.4f}, "
           f"{res.steps_per_s:.2f} steps/s, checkpoint {res.checkpoint}")
@@ -75,12 +100,27 @@ def cmd_sample(args) -> None:
     profile = checkpoint_profile(args, args.checkpoint)
     model = load_model(args.checkpoint)
     seed = profile.sample.seed if args.seed is None else args.seed
-    tof, cta = fixed_test_crops(profile, n=args.n, seed=seed)
+    tof, cta = fixed_test_crops(profile, n=args.n, seed=seed, data_dir=args.data)
     pred = translate_slices(model, tof, sampler=args.sampler, steps=args.steps, seed=seed,
                             profile=profile)
     with atomic_path(args.out) as tmp:
         plot_samples(tof, pred, cta, title=Path(args.checkpoint).name).savefig(tmp, dpi=100)
     print(f"wrote {args.out}")
+
+
+def default_translate_checkpoint() -> Path:
+    """The shipped :data:`TRANSLATE_DEFAULT_MODEL`, announced on stderr (stdout stays clean)."""
+    from xmodality_lite.checkpoint import SHIPPED_DIR, SUFFIX, read_metadata
+
+    path = SHIPPED_DIR / f"{TRANSLATE_DEFAULT_MODEL}{SUFFIX}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no shipped {TRANSLATE_DEFAULT_MODEL} model in this "
+                                "installation; pass --checkpoint")
+    meta = read_metadata(path)
+    print(f"no --checkpoint: using the shipped {TRANSLATE_DEFAULT_MODEL} model "
+          f"({meta['profile']['name']} profile, {meta['step']} training steps on the phantom) "
+          f"from {path}", file=sys.stderr)
+    return path
 
 
 def cmd_translate(args) -> None:
@@ -93,8 +133,9 @@ def cmd_translate(args) -> None:
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists; add --overwrite to replace it")
     t0 = time.perf_counter()
-    profile = checkpoint_profile(args, args.checkpoint)
-    translate_file(load_model(args.checkpoint), args.tof, args.out, overwrite=args.overwrite,
+    checkpoint = args.checkpoint or default_translate_checkpoint()
+    profile = checkpoint_profile(args, checkpoint)
+    translate_file(load_model(checkpoint), args.tof, args.out, overwrite=args.overwrite,
                    sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
                    image_size=args.image_size, seed=args.seed, profile=profile)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
@@ -107,13 +148,29 @@ def cmd_evaluate(args) -> None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such checkpoint")
     profile = checkpoint_profile(args, args.checkpoints[0])
+    data = None
+    if args.data is not None:  # else fixed_test_crops' default: $XMODALITY_DATA, or the phantom
+        from xmodality_lite.evaluation import fixed_test_crops
+
+        data = fixed_test_crops(profile, n=args.n_slices, seed=args.seed, data_dir=args.data)
+    if args.volumes is None:  # the volume tables need the phantom's labels and landmarks
+        args.volumes = 0 if data_folder(args) else 3
     rows = evaluate(args.checkpoints, profile, steps=args.steps, sampler=args.sampler,
                     n_slices=args.n_slices, seed=args.seed, extractor=args.extractor,
-                    out_dir=args.out)
+                    data=data, out_dir=args.out)
     from xmodality_lite.metrics import format_table
 
     print(format_table(rows)[1], end="")
     print(f"wrote {args.out}/results.csv, results.md, steps_sweep.png")
+    if args.volumes > 0:  # whole volumes: head, CoW and vessel metrics with intervals
+        from xmodality_lite.evaluation import evaluate_volumes, format_volume_tables
+
+        report = evaluate_volumes(args.checkpoints, profile, seeds=args.volumes,
+                                  sampler=args.sampler, steps=max(args.steps or [0]) or None,
+                                  seed=args.seed, n_boot=args.n_boot, out_dir=args.out)
+        print(format_volume_tables(report), end="")
+        print(f"wrote {args.out}/volumes.csv, volume_summary.csv, volume_paired.csv, "
+              "volumes.json, volumes.md, figures/")
 
 
 def cmd_info(args) -> None:
@@ -133,29 +190,55 @@ def cmd_info(args) -> None:
 
 
 def cmd_train_shipped(args) -> None:
-    """Train the four models at the profile (default cpu) and ship their final weights."""
+    """Train the four models at the profile (default cpu) and ship their final weights.
+
+    Each model trains ``SHIPPED_STEPS[name]`` steps (``--steps`` overrides), resumably in
+    ``<runs>/<name>``; the snapshot model also ships its weights at ``SNAPSHOT_STEPS``.
+    """
+    import dataclasses
+
     import jax
 
-    from xmodality_lite.checkpoint import file_sha256, save_checkpoint, sidecar_path
+    from xmodality_lite.checkpoint import (
+        SHIPPED_DIR,
+        SHIPPED_STEPS,
+        SNAPSHOT_MODEL,
+        SNAPSHOT_STEPS,
+        file_sha256,
+        save_checkpoint,
+        sidecar_path,
+        snapshot_name,
+    )
+    from xmodality_lite.data.dataset import default_cache_dir
     from xmodality_lite.io import atomic_write_bytes
     from xmodality_lite.training import train
 
-    profile = get_profile(args.profile)  # `make checkpoints` sets XMODALITY_PROFILE=cpu
-    out = Path(args.out)
+    base = get_profile(args.profile)  # `make checkpoints` sets XMODALITY_PROFILE=cpu
+    out = Path(args.out) if args.out is not None else SHIPPED_DIR
+    runs = Path(args.runs) if args.runs is not None else default_cache_dir() / "runs"
     out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
+        total = args.steps or SHIPPED_STEPS.get(name, base.train.steps)
+        # the step count is part of the recipe (the cosine decay ends there), so the
+        # checkpoint's profile records it
+        profile = base.replace(train=dataclasses.replace(base.train, steps=total))
+        stops = [s for s in SNAPSHOT_STEPS if s < total] if name == SNAPSHOT_MODEL else []
         t0 = time.perf_counter()
-        res = train(name, profile, steps=args.steps, out_dir=Path(args.runs) / name)
-        meta = {"model": name, "variant": "published", "profile": profile, "data_seed":
-                profile.train.seed, "kind": res.model.kind, "final_loss": res.final_loss,
-                "train_seconds": round(time.perf_counter() - t0, 1),
-                "steps_per_s": res.steps_per_s}
-        path = save_checkpoint(out / f"{name}.safetensors", res.model, None, res.step,
-                               jax.random.key(profile.train.seed), meta, ema=res.ema)
-        side = json.loads(sidecar_path(path).read_text())
-        assert side["sha256"] == file_sha256(path)
+        for stop in [*stops, total]:  # resuming is bit-identical, so stopping costs nothing
+            res = train(name, profile, steps=stop, out_dir=runs / name)
+            meta = {"model": name, "variant": "published", "profile": profile, "data_seed":
+                    profile.train.seed, "kind": res.model.kind, "final_loss": res.final_loss,
+                    "train_seconds": round(time.perf_counter() - t0, 1),
+                    "steps_per_s": res.steps_per_s}
+            target = (out / f"{name}.safetensors" if stop == total
+                      else out / "snapshots" / snapshot_name(name, stop))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path = save_checkpoint(target, res.model, None, res.step,
+                                   jax.random.key(profile.train.seed), meta, ema=res.ema)
+            side = json.loads(sidecar_path(path).read_text())
+            assert side["sha256"] == file_sha256(path)
         # ship the loss history too (the run folder is git-ignored), for the training lesson
-        log = Path(args.runs) / name / "metrics.jsonl"
+        log = runs / name / "metrics.jsonl"
         if log.is_file():
             atomic_write_bytes(out / f"{name}.metrics.jsonl", log.read_bytes())
         print(f"{path}: loss {res.final_loss:.4f}, sha256 {side['sha256'][:12]}…, "
@@ -182,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def data_option(p):
+        p.add_argument("--data", default=None, metavar="DIR",
+                       help="TopCoW folder, either edition (default: $XMODALITY_DATA; neither: "
+                            "the phantom)")
+
     def sampling(p):
         p.add_argument("--sampler", choices=["ddpm", "ddim"], default=None,
                        help="diffusion sampler (default: the profile's)")
@@ -201,12 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transform", default="SyN", help="antspyx transform preset")
     p.add_argument("--seed", type=int, default=42)
 
-    p = add("preprocess", cmd_preprocess, "build the cached phantom slice dataset")
-    p.add_argument("--register", action="store_true", help="register with ANTs (slow)")
-    p.add_argument("--cache-dir", default=None)
+    p = add("preprocess", cmd_preprocess, "build the cached slice dataset: TopCoW (--data or "
+            "$XMODALITY_DATA; every TOF registered onto its CTA) or the phantom")
+    data_option(p)
+    p.add_argument("--register", action="store_true",
+                   help="phantom: register with ANTs instead of the known transform (slow); "
+                        "TopCoW pairs are always registered")
+    p.add_argument("--cache-dir", default=None,
+                   help="dataset cache (default: $XMODALITY_CACHE, else the user cache)")
 
-    p = add("train", cmd_train, "train one model on the phantom slices")
+    p = add("train", cmd_train, "train one model on the cached slices (TopCoW or the phantom)")
     p.add_argument("model", choices=MODEL_NAMES)
+    data_option(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints/, metrics.jsonl)")
     p.add_argument("--steps", type=int, default=None, help="total steps (default: profile's)")
     p.add_argument("--seed", type=int, default=None)
@@ -217,34 +311,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--out", default="samples.png")
     p.add_argument("--n", type=int, default=4, help="number of slices")
+    data_option(p)
     sampling(p)
 
     p = add("translate", cmd_translate, "translate a TOF-MRA NIfTI volume into a CTA NIfTI (HU)")
     p.add_argument("tof", help="input TOF-MRA NIfTI")
     p.add_argument("out", help="output CTA NIfTI (.nii or .nii.gz)")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default=None,
+                   help=f"model weights (default: the shipped {TRANSLATE_DEFAULT_MODEL} model)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None,
                    help="in-plane size the slices are resampled to (default: profile's)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     sampling(p)
 
-    p = add("evaluate", cmd_evaluate, "Table 1 metrics + steps sweep for checkpoints")
+    p = add("evaluate", cmd_evaluate, "Table 1 metrics + steps sweep, and volume tables (head, "
+            "CoW region, vessels, intervals, paired vs the U-Net) for checkpoints")
     p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--out", required=True, help="folder for results.csv/.md, steps_sweep.png")
+    p.add_argument("--out", required=True,
+                   help="folder for results.csv/.md, steps_sweep.png, volumes.* and figures/")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="sampling step counts")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default=None)
     p.add_argument("--n-slices", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extractor", choices=["auto", "vit", "standin"], default="auto")
+    data_option(p)
+    p.add_argument("--volumes", type=int, default=None,
+                   help="unseen phantom patients translated as whole volumes for the head, "
+                        "CoW-region and vessel tables with intervals (default 3, or 0 with "
+                        "TopCoW data; 0: skip; diffusion models use the largest --steps)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
 
     add("info", cmd_info, "versions, devices, profile and model sizes")
 
     p = add("train-shipped", cmd_train_shipped,
             "train the four models (cpu profile) and write <out>/<model>.safetensors")
-    p.add_argument("--out", default="data/checkpoints", help="where the shipped weights go")
-    p.add_argument("--runs", default="data/cache/runs",
-                   help="run folders (resumable checkpoints, metrics.jsonl); git-ignored")
+    p.add_argument("--out", default=None,
+                   help="where the shipped weights go (default: the package's checkpoints/, "
+                        "package data that the lessons load)")
+    p.add_argument("--runs", default=None,
+                   help="run folders (resumable checkpoints, metrics.jsonl; default: "
+                        "<cache>/runs, the cache being $XMODALITY_CACHE or the user cache)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
     return parser

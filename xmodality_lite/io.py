@@ -124,8 +124,9 @@ def save_nifti(
     """Write ``data`` as NIfTI atomically, with an explicit on-disk ``dtype``.
 
     The affine and header come from ``like`` (an image on the same grid) or are given
-    directly. The data dtype is always set explicitly: reusing a uint16 TOF header would
-    otherwise quantise HU values (reference-code gotcha, facts §10).
+    directly; a NIfTI-2 header gives a NIfTI-2 file, anything else NIfTI-1. The data dtype is
+    always set explicitly: reusing a uint16 TOF header would otherwise quantise HU values
+    (reference-code gotcha, facts §10).
     """
     path = Path(path)
     _check_nifti_name(path)
@@ -139,8 +140,11 @@ def save_nifti(
     if affine.shape != (4, 4):
         raise ValueError(f"{path}: affine must be 4x4, got {affine.shape}")
     header = header.copy() if header is not None else None
+    # the input's flavour: a NIfTI-2 header in a Nifti1Image is rewritten as NIfTI-1, with
+    # nibabel's "sizeof_hdr should be 348" on the terminal
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     try:
-        img = nib.Nifti1Image(data.astype(dtype, copy=False), affine, header=header)
+        img = image_class(data.astype(dtype, copy=False), affine, header=header)
         img.set_data_dtype(dtype)
     except (nib.spatialimages.HeaderDataError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: dtype {np.dtype(dtype).name} is not a NIfTI data type "

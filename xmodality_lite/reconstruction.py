@@ -20,11 +20,9 @@ import os
 import nibabel as nib
 import numpy as np
 from flax import nnx
-from scipy import ndimage
-from tqdm.auto import tqdm
 
 from xmodality_lite.config import get_profile
-from xmodality_lite.data.slices import minmax_scale, unwindow_hu
+from xmodality_lite.data.slices import minmax_scale, resample_slices, unwindow_hu
 from xmodality_lite.io import check_output_path, load_nifti, save_nifti
 from xmodality_lite.translation import translate_slices
 
@@ -41,20 +39,6 @@ def nonconstant_span(volume: np.ndarray) -> slice:
     constant = np.all(np.isclose(flat, flat.min(axis=0)), axis=0)
     keep = np.flatnonzero(~constant)
     return slice(0, 0) if keep.size == 0 else slice(int(keep[0]), int(keep[-1]) + 1)
-
-
-def resample_slices(slices: np.ndarray, shape: tuple[int, int], *, progress: bool = False,
-                    desc: str = "resample") -> np.ndarray:
-    """Each [H, W] slice of ``slices`` [N, H, W] to ``shape`` by prefiltered cubic spline
-    interpolation (``scipy.ndimage.zoom``, order 3, as paper §3.6); the output shape is exact."""
-    n, h, w = slices.shape
-    if (h, w) == tuple(shape):
-        return slices.astype(np.float32, copy=True)
-    factors = (shape[0] / h, shape[1] / w)
-    out = np.empty((n, *shape), np.float32)
-    for i in tqdm(range(n), desc=desc, disable=not progress or n < 16):
-        out[i] = ndimage.zoom(slices[i], factors, order=3, prefilter=True, mode="nearest")
-    return out
 
 
 def translate_volume(model: nnx.Module, tof: nib.Nifti1Image | str | os.PathLike, *,
@@ -94,7 +78,7 @@ def translate_volume(model: nnx.Module, tof: nib.Nifti1Image | str | os.PathLike
         out[..., span] = np.moveaxis(unwindow_hu(y, prof.data.hu_window), 0, -1)
     header = img.header.copy()
     header.set_data_dtype(np.float32)
-    result = nib.Nifti1Image(out, img.affine, header=header)
+    result = type(img)(out, img.affine, header=header)  # NIfTI-1 or NIfTI-2, as the input
     result.header.set_slope_inter(1.0, 0.0)
     return result
 

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from xmodality_lite.config import Profile, get_profile
+from xmodality_lite.config import CACHE_ENV_VAR as CACHE_ENV_VAR  # re-exported
+from xmodality_lite.config import Profile, get_profile, user_cache_dir
 from xmodality_lite.data.slices import (
     minmax_scale,
     random_crop,
+    resample_slices,
     slice_filter,
     slice_volume,
     window_hu,
@@ -30,13 +32,18 @@ from xmodality_lite.data.slices import (
 from xmodality_lite.io import atomic_path, atomic_write_text
 
 SPLITS = ("train", "val", "test")
-CACHE_ENV_VAR = "XMODALITY_CACHE"
 _FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    """``$XMODALITY_CACHE``, else ``data/cache/`` in the repository (git-ignored)."""
-    return Path(os.environ.get(CACHE_ENV_VAR, Path(__file__).resolve().parents[2] / "data" / "cache"))
+    """``$XMODALITY_CACHE``, else the platform's per-user cache folder; never inside the package.
+
+    Linux ``$XDG_CACHE_HOME/xmodality_lite`` (default ``~/.cache/xmodality_lite``), macOS
+    ``~/Library/Caches/xmodality_lite``, Windows ``%LOCALAPPDATA%\\xmodality_lite\\Cache``; an
+    installed package's folder may be read-only and is shared by every user. One helper
+    (:func:`xmodality_lite.config.user_cache_dir`) for every cache of the package.
+    """
+    return user_cache_dir()
 
 
 def split_patients(ids: Sequence[str], fractions: Sequence[float] = (0.7, 0.15, 0.15),
@@ -113,8 +120,13 @@ def _slices_of(pair: VolumePair, d) -> tuple[dict, dict]:
         dec = slice_filter(s, t, tof_threshold=mean, min_pixels=d.min_foreground_px, min_dice=d.min_overlap_dice)
         reasons[dec.reason] = reasons.get(dec.reason, 0) + 1
         if dec.keep:
+            cta_w = window_hu(t, d.hu_window)
+            if d.slice_size is not None:  # as translate_volume: resample, then min-max the TOF
+                size = (d.slice_size, d.slice_size)
+                s = resample_slices(s[None], size)[0]
+                cta_w = np.clip(resample_slices(cta_w[None], size)[0], -1.0, 1.0)
             out["tof"].append(minmax_scale(s))
-            out["cta"].append(window_hu(t, d.hu_window))
+            out["cta"].append(cta_w)
             out["index"].append(k)
     return out, reasons
 
@@ -295,6 +307,20 @@ def phantom_dataset(profile: Profile | str | None = None, *, register: bool = Fa
     return build_slice_dataset(pairs, profile, cache_dir=cache_dir, name=name, progress=progress)
 
 
+def default_dataset(profile: Profile | str | None = None, *, data: str | os.PathLike | None = None,
+                    cache_dir: str | os.PathLike | None = None,
+                    progress: bool = True) -> dict[str, SliceSet]:
+    """The dataset that training, sampling and evaluation use by default: the TopCoW folder
+    ``data`` (else ``$XMODALITY_DATA``), registered and sliced by
+    :func:`~xmodality_lite.data.topcow.topcow_dataset`, when either is given; else the phantom."""
+    from xmodality_lite.data.topcow import DATA_ENV_VAR, topcow_dataset
+
+    root = data if data is not None else os.environ.get(DATA_ENV_VAR) or None
+    if root is None:
+        return phantom_dataset(profile, cache_dir=cache_dir, progress=progress)
+    return topcow_dataset(root, profile, cache_dir=cache_dir, progress=progress)
+
+
 def _this_module():
     import sys
 
@@ -302,4 +328,4 @@ def _this_module():
 
 
 __all__ = ["BatchIterator", "SliceSet", "VolumePair", "build_slice_dataset", "default_cache_dir",
-           "phantom_dataset", "resample_with_known_transform", "split_patients"]
+           "default_dataset", "phantom_dataset", "resample_with_known_transform", "split_patients"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
 
 HU_WINDOW = (-50.0, 350.0)
 
@@ -109,3 +111,17 @@ def random_crop(rng: np.random.Generator, tof: np.ndarray, cta: np.ndarray, size
     i = rng.integers(0, tof.shape[0] - size + 1)
     j = rng.integers(0, tof.shape[1] - size + 1)
     return tof[i:i + size, j:j + size], cta[i:i + size, j:j + size]
+
+
+def resample_slices(slices: np.ndarray, shape: tuple[int, int], *, progress: bool = False,
+                    desc: str = "resample") -> np.ndarray:
+    """Each [H, W] slice of ``slices`` [N, H, W] to ``shape`` by prefiltered cubic spline
+    interpolation (``scipy.ndimage.zoom``, order 3, as paper §3.6); the output shape is exact."""
+    n, h, w = slices.shape
+    if (h, w) == tuple(shape):
+        return slices.astype(np.float32, copy=True)
+    factors = (shape[0] / h, shape[1] / w)
+    out = np.empty((n, *shape), np.float32)
+    for i in tqdm(range(n), desc=desc, disable=not progress or n < 16):
+        out[i] = ndimage.zoom(slices[i], factors, order=3, prefilter=True, mode="nearest")
+    return out

@@ -99,8 +99,21 @@ def model_flops(name: str, profile: str | Profile, batch: int = 1, *,
     return float(jax.jit(forward).lower(state, image, image, logsnr).cost_analysis()["flops"])
 
 
+# The authors' released weights (models/published.py). Loaded on first use: published.py
+# imports the architectures from this package, so an import at the top would be circular.
+_PUBLISHED = ("export_published", "load_published")
+
+
+def __getattr__(name: str):
+    if name in _PUBLISHED:
+        from xmodality_lite.models import published
+
+        return getattr(published, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ADM", "ADM_SIZES", "Architecture", "DIT_SIZES", "DiT", "MODELS", "UNET_SIZES", "UNet",
     "UVIT_SIZES", "UViT", "abstract_model", "architecture", "build_model", "count_params",
-    "model_flops",
+    "export_published", "load_published", "model_flops",
 ]

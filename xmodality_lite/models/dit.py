@@ -181,7 +181,8 @@ class DiT(nnx.Module):
 # cores); smoke 8×8 (32²).
 DIT_SIZES = {
     "paper": dict(patch_size=16, hidden_size=1024, depth=24, num_heads=16, mlp_ratio=4),  # 256²
-    "cpu": dict(patch_size=8, hidden_size=128, depth=4, num_heads=4, mlp_ratio=4),  # 64²
+    # 64²: patch 4 keeps the paper's 16 × 16 token grid (patch 8 left 8 × 8 blocks in samples)
+    "cpu": dict(patch_size=4, hidden_size=128, depth=4, num_heads=4, mlp_ratio=4),
     "smoke": dict(patch_size=4, hidden_size=64, depth=2, num_heads=4, mlp_ratio=4),  # 32²
 }
 
