@@ -34,6 +34,7 @@ _SUBMODULES = (
     "diffusion",
     "evaluation",
     "features",
+    "findings",
     "io",
     "metrics",
     "models",
@@ -58,19 +59,37 @@ _FUNCTIONS = {
     "register_tof_to_cta": "registration",
 }
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover: what editors and type checkers see of the lazy names
     from xmodality_lite import (  # noqa: F401
+        bootstrap,
         checkpoint,
+        cli,
+        colab,
+        compilation,
+        config,
         data,
         diffusion,
+        evaluation,
         features,
+        findings,
         io,
         metrics,
         models,
+        parallel,
         preprocessing,
+        reconstruction,
+        regions,
         registration,
         training,
+        translation,
+        vessels,
     )
+    from xmodality_lite.data.phantom import make_pair  # noqa: F401
+    from xmodality_lite.models import build_model, count_params  # noqa: F401
+    from xmodality_lite.reconstruction import translate_volume  # noqa: F401
+    from xmodality_lite.registration import register_tof_to_cta  # noqa: F401
+    from xmodality_lite.training import train  # noqa: F401
+    from xmodality_lite.translation import translate_slices  # noqa: F401
 
 
 def __getattr__(name: str):

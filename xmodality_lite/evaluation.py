@@ -28,12 +28,14 @@ from xmodality_lite.vessels import VESSEL_HU
 METRICS = ("mse", "mae", "psnr", "ssim", "fd")
 
 
-def fixed_test_crops(profile=None, *, n: int | None = None, seed: int = 0):
-    """(tof, cta) [n, S, S, 1] in [−1, 1]: fixed random crops of the phantom test split."""
-    from xmodality_lite.preprocessing import BatchIterator, phantom_dataset
+def fixed_test_crops(profile=None, *, n: int | None = None, seed: int = 0,
+                     data_dir: str | os.PathLike | None = None):
+    """(tof, cta) [n, S, S, 1] in [−1, 1]: fixed random crops of the test split (TopCoW from
+    ``data_dir`` or ``$XMODALITY_DATA`` when given, else the phantom)."""
+    from xmodality_lite.preprocessing import BatchIterator, default_dataset
 
     profile = get_profile(profile)
-    test = phantom_dataset(profile, progress=False)["test"]
+    test = default_dataset(profile, data=data_dir, progress=False)["test"]
     n = len(test) if n is None else n
     return BatchIterator(test, n, seed, profile.image_size).batch_at(0)
 
@@ -168,16 +170,40 @@ def reference_volume_metrics(checkpoint: str | os.PathLike, *, steps: int = 4,
                           np.asarray(pair.cta.dataobj, np.float32))
 
 
-def record_reference_metrics(checkpoint_dir: str | os.PathLike, *, steps: int = 4) -> Path:
-    """Write ``reference_metrics.json`` beside the shipped checkpoints (``make checkpoints``)."""
+def record_reference_metrics(checkpoint_dir: str | os.PathLike, *, steps: int = 4,
+                             slice_steps: int = 32, n_slices: int = 64, volume_seeds: int = 3,
+                             volume_steps: int = 8, progress: bool = False) -> Path:
+    """Write ``reference_metrics.json`` beside the shipped checkpoints (``make checkpoints``).
+
+    Three records, all deterministic from their seeds: ``metrics`` — Table-3 volume metrics
+    of one fixed phantom patient (:func:`reference_volume_metrics`, recomputed exactly by the
+    tests); ``slices`` — Table 1 on ``n_slices`` held-out test slices, DDIM ``slice_steps``,
+    FD on the stand-in features; ``volumes`` — :func:`evaluate_volumes` on ``volume_seeds``
+    unseen patients (regions, vessels, intervals, paired differences with the U-Net). The
+    README's and the lessons' statements about the shipped models are computed from it
+    (:mod:`xmodality_lite.findings`).
+    """
     import json
 
     folder = Path(checkpoint_dir)
-    rows = {path.stem: reference_volume_metrics(path, steps=steps)
-            for path in sorted(folder.glob("*.safetensors"))}
+    paths = sorted(folder.glob("*.safetensors"))
+    rows = {path.stem: reference_volume_metrics(path, steps=steps) for path in paths}
+    profile = read_metadata(paths[0])["profile"]["name"]
+    table1 = evaluate(paths, profile, steps=[slice_steps], sampler="ddim", n_slices=n_slices,
+                      seed=0, extractor="standin", progress=progress)
+    volumes = evaluate_volumes(paths, profile, seeds=volume_seeds, sampler="ddim",
+                               steps=volume_steps, figures=0, progress=progress)
     record = {"phantom_seed": REFERENCE_SEED, "sampler": "ddim", "steps": steps,
-              "metrics": rows}
-    return atomic_write_text(folder / REFERENCE_FILE, json.dumps(record, indent=1, sort_keys=True))
+              "metrics": rows,
+              "slices": {"n": n_slices, "sampler": "ddim", "steps": slice_steps, "seed": 0,
+                         "metrics": {r["model"]: {k: r[k] for k in (*METRICS, "fd_extractor")}
+                                     for r in table1}},
+              "volumes": {k: volumes[k] for k in ("settings", "summary", "paired")},
+              "training": {path.stem: {k: read_metadata(path).get(k) for k in
+                                       ("step", "train_seconds", "steps_per_s", "final_loss")}
+                           for path in paths}}
+    text = json.dumps(_finite_or_none(record), indent=1, sort_keys=True)
+    return atomic_write_text(folder / REFERENCE_FILE, text)
 
 
 # --------------------------------------------------------------------- volumes: regions, vessels
@@ -372,8 +398,10 @@ def _finite_or_none(x):
     """JSON has no NaN or ∞: they are written as null."""
     if isinstance(x, dict):
         return {k: _finite_or_none(v) for k, v in x.items()}
-    if isinstance(x, list):
+    if isinstance(x, list | tuple):
         return [_finite_or_none(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 

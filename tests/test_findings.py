@@ -1,0 +1,68 @@
+"""The sentences about the shipped models are computed from metrics and state what they show."""
+
+import pytest
+
+from xmodality_lite import findings as fx
+
+PAPER_LIKE = {  # Table 1 of the paper (TopCoW, 1000 DDPM steps): the pattern the book teaches
+    "unet": {"mse": 0.020, "mae": 0.067, "psnr": 19.306, "ssim": 0.528, "fd": 10.518},
+    "adm": {"mse": 0.027, "mae": 0.075, "psnr": 17.949, "ssim": 0.458, "fd": 1.005},
+    "uvit": {"mse": 0.025, "mae": 0.073, "psnr": 18.062, "ssim": 0.454, "fd": 0.919},
+}
+
+
+def test_paper_table_shows_the_paper_pattern():
+    f = fx.findings(PAPER_LIKE)
+    assert f.unet_rank == {"mse": 1, "mae": 1, "psnr": 1, "ssim": 1}
+    assert f.best_diffusion == "adm" and f.beats_unet_fd == ["adm", "uvit"]
+    assert f.paper_pattern
+    text = fx.describe(f)
+    assert "best on MSE" in text and "ADM and U-ViT are closer" in text
+    assert text.endswith("This is the paper's pattern (§4.1, Table 1).")
+
+
+def test_a_regression_that_wins_everything_is_not_the_pattern():
+    worse_fd = {m: {**r, "fd": 20.0} for m, r in PAPER_LIKE.items() if m != "unet"}
+    f = fx.findings({"unet": PAPER_LIKE["unet"], **worse_fd})
+    assert f.beats_unet_fd == [] and not f.paper_pattern
+    assert "No diffusion model beats the U-Net on the Fréchet distance" in fx.describe(f)
+    assert "not yet the paper's pattern" in fx.describe(f)
+
+
+def test_vessels_can_carry_the_pattern():
+    worse_fd = {m: {**r, "fd": 20.0} for m, r in PAPER_LIKE.items() if m != "unet"}
+    vessels = {"unet": {"vessel_dice": 0.1}, "adm": {"vessel_dice": 0.4},
+               "uvit": {"vessel_dice": 0.05}}
+    f = fx.findings({"unet": PAPER_LIKE["unet"], **worse_fd}, vessels)
+    assert f.beats_unet_vessels == ["adm"] and f.paper_pattern
+    assert "The ADM draws arteries" in fx.describe(f)
+
+
+def test_ranks_follow_the_direction_of_each_metric():
+    assert fx.rank({"a": 1.0, "b": 2.0}, "mse") == ["a", "b"]
+    assert fx.rank({"a": 1.0, "b": 2.0}, "psnr") == ["b", "a"]
+
+
+def test_slice_table_bolds_the_best_of_each_column():
+    table = fx.slice_table(PAPER_LIKE).splitlines()
+    assert table[0].startswith("| model | MSE ↓ | MAE ↓ | PSNR ↑ | SSIM ↑ | FD (stand-in) ↓")
+    assert table[2].startswith("| U-Net | **0.02** | **0.067** | **19.3** | **0.528** | 10.5")
+    assert "**0.919**" in table[4]
+
+
+def test_findings_need_the_unet_and_a_diffusion_model():
+    with pytest.raises(ValueError, match="U-Net"):
+        fx.findings({"adm": PAPER_LIKE["adm"]})
+    with pytest.raises(ValueError, match="diffusion"):
+        fx.findings({"unet": PAPER_LIKE["unet"]})
+
+
+def test_check_readme_replaces_only_the_block():
+    record = {"slices": {"n": 3, "steps": 32, "metrics": PAPER_LIKE}, "training": {}}
+    text = f"before\n{fx.SUMMARY_START}\nstale\n{fx.SUMMARY_END}\nafter\n"
+    out = fx.check_readme(text, record)
+    assert out.startswith("before\n") and out.endswith(f"{fx.SUMMARY_END}\nafter\n")
+    assert "stale" not in out and "| U-Net |" in out
+    assert fx.check_readme(out, record) == out  # idempotent
+    with pytest.raises(ValueError, match="markers"):
+        fx.check_readme("no block", record)

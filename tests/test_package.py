@@ -1,0 +1,29 @@
+"""The public surface is visible to tools: every lazily loaded name is also imported for type
+checkers, and every submodule is listed for the lazy loader."""
+
+import ast
+import pkgutil
+from pathlib import Path
+
+import xmodality_lite as xl
+
+INIT = Path(xl.__file__)
+
+
+def _type_checking_names() -> set[str]:
+    tree = ast.parse(INIT.read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If)
+                 and getattr(n.test, "id", None) == "TYPE_CHECKING")
+    return {alias.asname or alias.name for node in block.body
+            for alias in getattr(node, "names", [])}
+
+
+def test_type_checking_block_lists_every_lazy_name():
+    assert _type_checking_names() == set(xl._SUBMODULES) | set(xl._FUNCTIONS)
+
+
+def test_every_submodule_is_reachable_lazily():
+    found = {m.name for m in pkgutil.iter_modules([str(INIT.parent)])} - {"__main__"}
+    assert found - {"checkpoints"} == set(xl._SUBMODULES)
+    for name in xl._FUNCTIONS:
+        assert callable(getattr(xl, name))
