@@ -8,6 +8,9 @@ APT_STAMP := $(VENV)/.apt-installed
 MATHJAX := book/_mathjax/es5/tex-chtml.js
 export XLA_PYTHON_CLIENT_PREALLOCATE := false
 export PYTHONHASHSEED := 0
+# the checkout keeps its cache in data/cache (git-ignored, `make clean`); an installed package
+# uses the per-user cache folder (xmodality_lite.data.dataset.default_cache_dir)
+export XMODALITY_CACHE ?= $(CURDIR)/data/cache
 
 .PHONY: all env book test test-fast lint bench checkpoints clean help
 
@@ -58,7 +61,7 @@ bench: env  ## measure speed and memory; writes benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run_all
 
 checkpoints: env  ## train the four shipped cpu-profile models on the phantom (under an hour)
-	XMODALITY_PROFILE=cpu $(BIN)/python -m xmodality_lite train-shipped --out data/checkpoints
+	XMODALITY_PROFILE=cpu $(BIN)/python -m xmodality_lite train-shipped --out xmodality_lite/checkpoints
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf _build data/cache .pytest_cache

@@ -14,3 +14,9 @@ from __future__ import annotations
 from xmodality_lite.compilation import enable_compilation_cache
 
 enable_compilation_cache()
+
+import os  # noqa: E402
+
+# The suite runs on the embedded phantom: a researcher's XMODALITY_DATA (real TopCoW) in the
+# shell must not switch the tests to real data. Tests of the real-data path set it themselves.
+os.environ.pop("XMODALITY_DATA", None)

@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from xmodality_lite.checkpoint import file_sha256, load_model
-from xmodality_lite.cli import MODEL_NAMES, build_parser
+from xmodality_lite.checkpoint import SHIPPED_DIR, file_sha256, load_model
+from xmodality_lite.cli import MODEL_NAMES, TRANSLATE_DEFAULT_MODEL, build_parser
 
 COMMANDS = ["phantom", "register", "preprocess", "train", "sample", "translate", "evaluate",
             "info", "train-shipped"]
@@ -34,15 +34,35 @@ def assert_one_line_error(run, *words):
         assert word in lines[0]
 
 
+def readme_commands(text: str) -> list[str]:
+    """The arguments of every ``python -m xmodality_lite …`` in ``text``: code-block lines (up
+    to a ``#`` comment) and inline code spans (up to the closing backtick)."""
+    return [m.group(1).strip() for m in re.finditer(r"python -m xmodality_lite\b([^`#\n]*)", text)]
+
+
+def test_readme_commands_are_all_found():
+    text = "```\npython -m xmodality_lite info   # versions\n```\nthen `python -m xmodality_lite " \
+           "train uvit --out r` and python -m xmodality_lite --help."
+    assert readme_commands(text) == ["info", "train uvit --out r", "--help."]
+
+
 def test_readme_command_lines_parse():
-    """Every ``python -m xmodality_lite …`` line in the README is valid for the parser."""
+    """Every ``python -m xmodality_lite …`` in the README, inline ones too, is valid for the
+    parser (a README command a reader copies must not end in a usage error)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    lines = re.findall(r"^python -m xmodality_lite (.+?)(?:\s+#.*)?$", readme, re.MULTILINE)
-    assert len(lines) >= 6
+    commands = readme_commands(readme)
+    assert len(commands) == readme.count("python -m xmodality_lite") and len(commands) >= 7
+    assert any(f"`python -m xmodality_lite {c}`" in readme for c in commands)  # inline found
     parser = build_parser()
-    for line in lines:
-        args = parser.parse_args(shlex.split(line))  # argparse exits (fails the test) if invalid
-        assert args.command == shlex.split(line)[0]
+    for command in commands:
+        argv = shlex.split(command)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # argparse's way of rejecting (or of printing --help)
+            assert done.code == 0, f"README command does not parse: python -m xmodality_lite " \
+                                   f"{command}"
+            continue
+        assert args.command == argv[0]
 
 
 def test_every_command_has_help(tmp_path):
@@ -105,6 +125,30 @@ def test_phantom_train_translate_evaluate(tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 0
 
 
+def test_translate_defaults_to_a_shipped_model_and_keeps_nifti2(tmp_path):
+    """No --checkpoint: the shipped ADM, named on stderr; a NIfTI-2 input gives a NIfTI-2
+    output with its affine and header, and no library warning ("sizeof_hdr should be 348")."""
+    affine = np.diag([0.5, 0.6, 0.7, 1.0])
+    affine[:3, 3] = [-30.0, -20.0, -10.0]
+    tof = np.zeros((24, 20, 5), np.float32)
+    tof[6:18, 8:12, 1:4] = 100.0  # a bright "vessel" between empty slices
+    img = nib.Nifti2Image(tof, affine)
+    img.header["descrip"] = b"phantom TOF"
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, tmp_path / "tof.nii.gz")
+    run = cli("translate", "tof.nii.gz", "cta.nii.gz", "--steps", "1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert f"using the shipped {TRANSLATE_DEFAULT_MODEL} model" in run.stderr
+    assert str(SHIPPED_DIR / f"{TRANSLATE_DEFAULT_MODEL}.safetensors") in run.stderr
+    assert "sizeof_hdr" not in run.stderr and "warn" not in run.stderr.lower(), run.stderr
+    cta = nib.load(tmp_path / "cta.nii.gz")
+    assert type(cta) is nib.Nifti2Image and int(cta.header["sizeof_hdr"]) == 540
+    assert cta.shape == tof.shape and np.allclose(cta.affine, affine)
+    assert cta.header["descrip"] == b"phantom TOF"
+    assert cta.header.get_xyzt_units() == ("mm", "sec")
+    assert cta.get_data_dtype() == np.float32
+
+
 @pytest.mark.slow
 def test_train_shipped_writes_weights_with_provenance(tmp_path):
     run = cli("train-shipped", "--models", "unet", "--steps", "2", "--out", "ship", "--runs",
@@ -115,3 +159,25 @@ def test_train_shipped_writes_weights_with_provenance(tmp_path):
     assert side["step"] == 2 and side["profile"]["name"] == "smoke"
     assert np.isfinite(side["final_loss"]) and "git_commit" in side
     assert load_model(tmp_path / "ship/unet.safetensors").kind == "regression"
+
+
+@pytest.mark.slow
+def test_evaluate_writes_volume_tables_with_intervals(tmp_path):
+    """The shipped U-Net and DiT on two unseen smoke-grid phantoms: the Table-1 files as before,
+    and the head / CoW / vessel tables with intervals and the paired comparison vs the U-Net."""
+    ships = [SHIPPED_DIR / f"{m}.safetensors" for m in ("unet", "dit")]
+    run = cli("evaluate", *ships, "--profile", "smoke", "--out", "ev", "--n-slices", "2",
+              "--steps", "1", "--extractor", "standin", "--volumes", "2", "--n-boot", "200",
+              cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    for title in ("Head mask", "Circle-of-Willis region", "vessel clDice",
+                  "Paired differences: model − unet"):
+        assert title.lower() in run.stdout.lower()
+    ev = tmp_path / "ev"
+    for name in ("results.csv", "results.md", "steps_sweep.png", "volumes.csv",
+                 "volume_summary.csv", "volume_paired.csv", "volumes.json", "volumes.md",
+                 "figures/unet_phantom1000.png", "figures/dit_phantom1000.png"):
+        assert (ev / name).is_file(), name
+    report = json.loads((ev / "volumes.json").read_text())
+    assert report["settings"]["items"] == ["phantom1000", "phantom1001"]
+    assert {r["model"] for r in report["paired"]} == {"dit"}

@@ -87,3 +87,24 @@ def test_unsupported_dtype_names_the_path(tmp_path):
     with pytest.raises(ValueError, match=r"cta.nii.gz: dtype object"):
         save_nifti(np.zeros((2, 2, 2)), tmp_path / "cta.nii.gz", affine=np.eye(4), dtype=object)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("image_class", [nib.Nifti1Image, nib.Nifti2Image])
+def test_like_keeps_the_nifti_flavour_header_and_affine_silently(tmp_path, image_class, caplog):
+    """NIfTI-2 in → NIfTI-2 out: a NIfTI-2 header in a NIfTI-1 image makes nibabel log
+    "sizeof_hdr should be 348" and write NIfTI-1."""
+    src = image_class(np.zeros((4, 5, 6), np.int16), _affine())
+    src.header["descrip"] = b"scanner X"
+    src.header.set_xyzt_units("mm", "sec")
+    src.set_qform(_affine(), code=1)
+    nib.save(src, tmp_path / "tof.nii.gz")
+    like = load_nifti(tmp_path / "tof.nii.gz")
+    with caplog.at_level("DEBUG", logger="nibabel"):
+        save_nifti(np.ones((4, 5, 6), np.float32), tmp_path / "out.nii.gz", like=like)
+    assert caplog.records == []
+    out = nib.load(tmp_path / "out.nii.gz")
+    assert type(out) is image_class
+    assert int(out.header["sizeof_hdr"]) == int(src.header["sizeof_hdr"])  # 348 or 540
+    np.testing.assert_allclose(out.affine, like.affine, rtol=1e-6, atol=1e-5)
+    assert out.header["descrip"] == b"scanner X" and out.header.get_xyzt_units() == ("mm", "sec")
+    assert int(out.header["qform_code"]) == 1 and out.get_data_dtype() == np.float32

@@ -68,17 +68,22 @@ def _check_lesson(nb: nbformat.NotebookNode) -> list[str]:
         problems.append("no '## Summary' section")
     if not any(IMPORT.search(c.source) for c in code_cells):
         problems.append("never imports xmodality_lite")
-    url = new_notebook.repository_url(ROOT)
+    install = new_notebook.install_cell(ROOT)  # from _config.yml's repository.url and .ref
+    if not code_cells or code_cells[0].source != install.source:
+        problems.append("the first code cell is not the generated Colab install cell: run "
+                        "tools/new_notebook.py --install-cells")
+    elif "hide-cell" not in code_cells[0].metadata.get("tags", []):
+        problems.append("the Colab install cell must be tagged hide-cell")
     for c in code_cells:
         if c.outputs or c.execution_count is not None:
             problems.append(f"cell {c.get('id')} has outputs: run tools/strip_outputs.py")
         if PATH_HACK.search(c.source):
             problems.append(f"cell {c.get('id')} changes the working directory or sys.path")
-        if PIP.search(c.source):
+        if PIP.search(c.source) and c.source != install.source:
             if new_notebook.INSTALL_MARKER not in c.source:
                 problems.append(f"cell {c.get('id')} installs packages outside the Colab guard")
-            elif url not in c.source:
-                problems.append(f"cell {c.get('id')}: install URL is not repository.url {url}")
+            else:
+                problems.append(f"cell {c.get('id')}: a second install cell")
     if nb.metadata.get("kernelspec", {}).get("name") != "python3":
         problems.append("kernelspec name must be 'python3'")
     return problems
@@ -123,6 +128,34 @@ def test_the_checks_catch_violations():
     problems = "\n".join(_check_lesson(nb))
     for expected in ("Exercise", "outputs", "working directory", "outside the Colab guard"):
         assert expected in problems
+    stale = new_notebook.skeleton("04_diffusion_math")
+    stale.cells[1].source = stale.cells[1].source.replace("--no-deps", "--upgrade")
+    assert "not the generated Colab install cell" in "\n".join(_check_lesson(stale))
+
+
+def test_install_cell_pins_the_release_and_hands_over_to_the_package():
+    url, ref = new_notebook.repository_url(ROOT), new_notebook.repository_ref(ROOT)
+    source = new_notebook.install_cell_source(url, ref, "main")
+    assert f"'xmodality_lite @ git+{url}@' + ref" in source and "--no-deps" in source
+    assert f"for ref in ({ref!r}, 'main')" in source  # the release first, its branch after
+    assert ref not in {"main", "master", "HEAD"}, "a branch is not a pin"
+    assert "from xmodality_lite.colab import install" in source
+    compile(source, "install cell", "exec")  # valid Python, guard included
+    assert source.index(new_notebook.INSTALL_MARKER) < source.index("pip")
+
+
+def test_rewrite_install_cell_is_idempotent(tmp_path):
+    nb = new_notebook.skeleton("01_data")
+    nb.cells[1].source = "# old\nimport sys\nif " + new_notebook.INSTALL_MARKER + ":\n    pass"
+    path = tmp_path / "nb.ipynb"
+    path.write_text(nbformat.writes(nb))
+    assert new_notebook.rewrite_install_cell(path, ROOT) is True
+    assert new_notebook.rewrite_install_cell(path, ROOT) is False
+    assert _check_lesson(_read(path)) == []
+    nb.cells.pop(1)  # no install cell first: refuse rather than overwrite a lesson cell
+    path.write_text(nbformat.writes(nb))
+    with pytest.raises(ValueError, match="not the Colab install cell"):
+        new_notebook.rewrite_install_cell(path, ROOT)
 
 
 def test_strip_outputs_removes_outputs_and_is_idempotent(tmp_path):

@@ -1,12 +1,26 @@
 """TopCoW pairing: both editions' names (data-facts §1.2), _Warped TOFs, and clear errors."""
 
+import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from xmodality_lite.data.topcow import TopCowLayoutError, data_root, find_pairs, validate_pair
+from xmodality_lite.config import get_profile
+from xmodality_lite.data.layout import write_topcow_layout
+from xmodality_lite.data.topcow import (
+    TopCowLayoutError,
+    data_root,
+    find_pairs,
+    load_registration,
+    register_pairs,
+    validate_pair,
+)
 
 
 def _nifti(path: Path, shape=(4, 5, 3)) -> Path:
@@ -56,7 +70,7 @@ def test_every_problem_is_listed(tmp_path):
     with pytest.raises(TopCowLayoutError) as err:
         find_pairs(tmp_path)
     text = str(err.value)
-    assert "id 012: missing partner TOF-MRA" in text
+    assert "1 patient incomplete: topcow_ct_whole_012 (no TOF file)" in text
     assert "topcow_ct_whole_013_0000.mha: not a NIfTI file" in text
     assert "patient_5.nii.gz: unknown layout" in text
     assert "zenodo.15692630" in text
@@ -84,3 +98,108 @@ def test_validate_pair_rejects_4d_and_corrupt_files(tmp_path):
         validate_pair(pair)
     assert "expected a 3D image, got shape (4, 5, 3, 2)" in str(err.value)
     assert "not a readable NIfTI" in str(err.value)
+
+
+# ---- real-data pipeline on phantom patients written in the TopCoW layout -------------------------
+def cli(*args, cwd, env=None):
+    """The CLI as a user runs it, with its own cache and $XMODALITY_DATA only if given."""
+    base = {k: v for k, v in os.environ.items() if k != "XMODALITY_DATA"}
+    env = {**base, "XMODALITY_PROFILE": "smoke", "JAX_PLATFORMS": "cpu",
+           "XMODALITY_CACHE": str(cwd / "cache"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "xmodality_lite", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_incomplete_and_unreadable_patients_fail_together_before_any_work(tmp_path):
+    write_topcow_layout(tmp_path / "topcow", 3, 0, edition="2024", profile="smoke")
+    images = tmp_path / "topcow" / "imagesTr"
+    (images / "topcow_mr_002_0000.nii.gz").unlink()
+    (images / "topcow_ct_003_0000.nii.gz").write_bytes(b"not gzip")
+    with pytest.raises(TopCowLayoutError) as err:
+        find_pairs(tmp_path / "topcow", check_files=True)
+    text = str(err.value)
+    assert "2 patients incomplete: topcow_ct_002 (no TOF file), topcow_ct_003 (CTA unreadable:" in text
+    assert "topcow_mr_001" not in text and "zenodo" not in text  # the folder itself is fine
+    run = cli("preprocess", "--data", "topcow", cwd=tmp_path)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "2 patients incomplete: topcow_ct_002 (no TOF file)" in lines[0]
+    assert not (tmp_path / "cache" / "topcow-registered").exists()  # nothing registered
+
+
+@pytest.mark.slow
+def test_registration_error_against_the_known_misalignment(tmp_path):
+    """Every unregistered pair is registered with ANTs (paper §3.1) and the stored transforms
+    bring the phantom's CoW landmarks closer and its vessels into overlap. The grid is half the
+    cpu profile's: at smoke's 4 mm voxels the CoW spans a few voxels (lesson 2)."""
+    from xmodality_lite.data.phantom import make_pair
+    from xmodality_lite.registration import registration_error
+
+    smoke = get_profile("smoke")
+    grids = dict(ct_shape=(64, 64, 48), ct_spacing=(3.2, 3.2, 3.6), mr_shape=(60, 76, 32),
+                 mr_spacing=(2.4, 2.4, 3.2))
+    profile = smoke.replace(data=dataclasses.replace(smoke.data, **grids))
+    write_topcow_layout(tmp_path, 2, 0, edition="2023", profile=profile)
+    pairs = find_pairs(tmp_path, check_files=True)
+    warped = register_pairs(pairs, cache_dir=tmp_path / "cache", progress=False)
+    for seed, pair in enumerate(pairs):
+        truth = make_pair(seed, profile)
+        names = sorted(truth.landmarks)
+        reg = load_registration(pair, cache_dir=tmp_path / "cache")
+        assert nib.load(warped[pair.id]).shape == nib.load(pair.cta).shape
+        err = registration_error(reg, cta_landmarks=np.array([truth.landmarks[n] for n in names]),
+                                 tof_landmarks=np.array([truth.tof_landmarks[n] for n in names]),
+                                 cta_labels=nib.load(pair.cta_label),
+                                 tof_labels=nib.load(pair.tof_label))
+        assert err.landmark_mm_before > 5.0  # the phantom's misalignment (≤ 6°, ≤ 8 mm)
+        assert err.landmark_mm_after < 0.5 * err.landmark_mm_before, (pair.id, err)
+        assert err.dice_after > err.dice_before, (pair.id, err)
+
+
+@pytest.mark.slow
+def test_topcow_folder_preprocess_train_translate_evaluate(tmp_path):
+    """``--data DIR`` (or $XMODALITY_DATA) runs the whole pipeline on a TopCoW-layout folder."""
+    write_topcow_layout(tmp_path / "topcow", 3, 0, edition="2024", profile="smoke")
+    run = cli("preprocess", "--data", "topcow", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "registering TOF → CTA" in run.stderr and "slicing" in run.stderr  # progress bars
+    split = {line.split(":")[0]: line for line in run.stdout.splitlines()}
+    assert sorted(split) == ["test", "train", "val"]
+    named = [p for line in split.values() for p in line.split("(")[1].rstrip(")").split(", ")]
+    assert sorted(named) == ["001", "002", "003"]  # each patient in exactly one split
+    cache = tmp_path / "cache"
+    records = sorted((cache / "topcow-registered").glob("*/registration.json"))
+    assert len(records) == 3 and all("fwd" in json.loads(r.read_text()) for r in records)
+    (dataset,) = cache.glob("topcow-*-whole-smoke")
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert sorted(manifest["sources"]) == ["001", "002", "003"]
+
+    again = cli("preprocess", "--data", "topcow", cwd=tmp_path)  # cached: nothing registered
+    assert again.returncode == 0 and "registering" not in again.stderr and again.stdout == run.stdout
+    # DataConfig.slice_size resamples the kept slices of real data too (registrations reused)
+    from xmodality_lite.data.topcow import topcow_dataset
+
+    smoke = get_profile("smoke")
+    resized = smoke.replace(data=dataclasses.replace(smoke.data, slice_size=40))
+    splits = topcow_dataset(tmp_path / "topcow", resized, cache_dir=cache, progress=False)
+    assert all(s.tof.shape[1:] == (40, 40) and s.cta.shape[1:] == (40, 40) for s in splits.values())
+    assert len(records) == len(list((cache / "topcow-registered").glob("*/registration.json")))
+
+    run = cli("train", "unet", "--data", "topcow", "--steps", "2", "--out", "run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    ckpt = tmp_path / "run/checkpoints/step_0000002.safetensors"
+    assert ckpt.is_file()
+    assert not list(cache.glob("phantom-*")), "trained on the phantom instead of the TopCoW cache"
+
+    tof = tmp_path / "topcow/imagesTr/topcow_mr_001_0000.nii.gz"
+    run = cli("translate", tof, "cta.nii.gz", "--checkpoint", ckpt, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert nib.load(tmp_path / "cta.nii.gz").shape == nib.load(tof).shape
+
+    env = {"XMODALITY_DATA": str(tmp_path / "topcow")}  # the variable instead of --data
+    run = cli("evaluate", ckpt, "--out", "eval", "--n-slices", "4", "--extractor", "standin",
+              cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "eval/results.csv").read_text().splitlines()[1].startswith("unet,N/A")
+    assert not (tmp_path / "eval/volumes.csv").exists()  # volume tables need phantom labels
+    assert not list(cache.glob("phantom-*"))

@@ -2,9 +2,12 @@
 
     .venv/bin/python tools/new_notebook.py notebooks/04_diffusion_math.ipynb
     .venv/bin/python tools/new_notebook.py --missing      # placeholders for absent TOC entries
+    .venv/bin/python tools/new_notebook.py --install-cells  # rewrite every lesson's install cell
 
-The Colab install cell takes the repository URL from `repository.url` in _config.yml, the one
-place that names it. Existing files are never overwritten.
+The Colab install cell takes the repository URL and release tag from `repository.url` and
+`repository.ref` in _config.yml, the one place that names them; its logic lives in the package
+(`xmodality_lite.colab.install`). Existing files are never overwritten; `--install-cells`
+replaces only the first code cell of each notebook, which must be the install cell.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ CHAPTERS: dict[str, tuple[str, str]] = {
     "01_data": ("Data: TopCoW and a synthetic phantom", "§3.1"),
     "02_registration": ("Registering TOF-MRA to CTA with ANTs", "§3.1"),
     "03_preprocessing": ("Preprocessing: HU windows, slices and crops", "§3.1, §3.5"),
-    "04_diffusion_math": ("The mathematics of diffusion", "§2.2, eqs. 1–5"),
+    "04_diffusion_math": ("The mathematics of diffusion", "§2.2, §3.3, eqs. 1–5"),
     "05_architectures": ("Architectures: U-Net, ADM, U-ViT and DiT", "§3.2"),
     "06_training": ("Training with v-prediction and Min-SNR-γ", "§3.3, §3.5, eq. 7"),
-    "07_sampling": ("Sampling with DDPM and DDIM", "§2.3, eqs. 3 and 6"),
+    "07_sampling": ("Sampling with DDPM and DDIM", "§2.3, §4.1, eqs. 3 and 6"),
     "08_evaluation": ("Evaluation: MSE, MAE, PSNR, SSIM and Fréchet distance", "§3.4, §4.1"),
     "09_volume_reconstruction": ("From slices to volumes", "§3.6, §4.2"),
     "10_appendix_noise_schedules": ("Appendix: noise schedules", "Appendix A, eq. A.1"),
@@ -40,6 +43,12 @@ def repository_url(root: Path = ROOT) -> str:
     """`repository.url` from _config.yml."""
     config = yaml.safe_load((root / "_config.yml").read_text())
     return config["repository"]["url"]
+
+
+def repository_ref(root: Path = ROOT) -> str:
+    """`repository.ref` from _config.yml: the release tag the install cell pins."""
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    return str(config["repository"]["ref"])
 
 
 def toc_files(root: Path = ROOT) -> list[str]:
@@ -58,15 +67,56 @@ def toc_files(root: Path = ROOT) -> list[str]:
     return files
 
 
-def install_cell_source(url: str) -> str:
+def install_cell_source(url: str, ref: str, branch: str = "main") -> str:
+    """The Colab install cell: the package at release ``ref`` without dependencies (the
+    ``branch`` while that tag is not yet published), then ``xmodality_lite.colab.install()``
+    installs the dependencies keeping Colab's GPU jax."""
     return (
-        "# Colab only: install xmodality_lite from the repository (does nothing elsewhere).\n"
+        "# Colab only (does nothing elsewhere): install xmodality_lite at the book's release, then\n"
+        "# its dependencies without replacing Colab's GPU jax (xmodality_lite.colab).\n"
         "import subprocess\n"
         "import sys\n\n"
         f"if {INSTALL_MARKER}:\n"
-        "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q',\n"
-        f"                    'xmodality_lite @ git+{url}'], check=True)"
+        f"    for ref in ({ref!r}, {branch!r}):  # the release; its branch until the tag is published\n"
+        "        pip = [sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',\n"
+        f"               'xmodality_lite @ git+{url}@' + ref]\n"
+        "        if subprocess.run(pip).returncode == 0:\n"
+        "            break\n"
+        "        print(f'xmodality_lite: {ref} not found, trying the next')\n"
+        "    else:\n"
+        "        raise RuntimeError('could not install xmodality_lite from the repository')\n"
+        "    from xmodality_lite.colab import install\n\n"
+        "    install()"
     )
+
+
+def repository_branch(root: Path = ROOT) -> str:
+    """`repository.branch` from _config.yml: the install cell's fallback while a tag is unpublished."""
+    return yaml.safe_load((root / "_config.yml").read_text())["repository"].get("branch", "main")
+
+
+def install_cell(root: Path = ROOT) -> nbformat.NotebookNode:
+    """The install cell of _config.yml's repository and release, tagged ``hide-cell``."""
+    return nbformat.v4.new_code_cell(install_cell_source(repository_url(root), repository_ref(root),
+                                                         repository_branch(root)),
+                                     metadata={"tags": ["hide-cell"]})
+
+
+def rewrite_install_cell(path: Path, root: Path = ROOT) -> bool:
+    """Replace the first code cell of ``path`` (the install cell) by :func:`install_cell`;
+    True if the file changed. Refuses a first code cell that is not an install cell."""
+    nb = nbformat.read(path, as_version=4)
+    cell = next((c for c in nb.cells if c.cell_type == "code"), None)
+    if cell is None or INSTALL_MARKER not in cell.source:
+        raise ValueError(f"{path}: the first code cell is not the Colab install cell")
+    new = install_cell(root)
+    if cell.source == new.source and cell.metadata.get("tags") == new.metadata["tags"]:
+        return False
+    cell.source = new.source
+    cell.metadata["tags"] = new.metadata["tags"]
+    nbformat.validate(nb)
+    path.write_text(nbformat.writes(nb) + "\n")
+    return True
 
 
 def skeleton(stem: str, *, placeholder: bool = False) -> nbformat.NotebookNode:
@@ -85,7 +135,7 @@ def skeleton(stem: str, *, placeholder: bool = False) -> nbformat.NotebookNode:
             f"After this lesson you can:\n- relate the code to the paper's {section}\n"
             "- run it at any profile (`XMODALITY_PROFILE=smoke|cpu|paper`)\n:::"
         ),
-        code(install_cell_source(repository_url()), metadata={"tags": ["hide-cell"]}),
+        install_cell(),
         code(
             "import matplotlib.pyplot as plt\nimport numpy as np\n\nimport xmodality_lite as xl\n\n"
             "profile = xl.get_profile()  # $XMODALITY_PROFILE, default cpu\nprint(profile)"
@@ -126,7 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks/NN_name.ipynb to create")
     parser.add_argument("--missing", action="store_true",
                         help="create placeholders for notebooks listed in _toc.yml but absent")
+    parser.add_argument("--install-cells", action="store_true",
+                        help="rewrite the install cell of every notebooks/*.ipynb from _config.yml")
     args = parser.parse_args(argv)
+    if args.install_cells:
+        for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+            if rewrite_install_cell(path):
+                print(f"updated {path}")
+        return 0
     paths = list(args.paths)
     if args.missing:
         paths += [ROOT / f"{f}.ipynb" for f in toc_files() if f.startswith("notebooks/")]

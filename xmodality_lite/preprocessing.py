@@ -10,6 +10,7 @@ from xmodality_lite.data.dataset import (
     VolumePair,
     build_slice_dataset,
     default_cache_dir,
+    default_dataset,
     phantom_dataset,
     resample_with_known_transform,
     split_patients,
@@ -26,6 +27,7 @@ from xmodality_lite.data.slices import (
 )
 
 __all__ = ["HU_WINDOW", "BatchIterator", "SliceDecision", "SliceSet", "VolumePair",
-           "build_slice_dataset", "default_cache_dir", "minmax_scale", "phantom_dataset",
+           "build_slice_dataset", "default_cache_dir", "default_dataset", "minmax_scale",
+           "phantom_dataset",
            "random_crop", "resample_with_known_transform", "slice_filter", "slice_volume",
            "split_patients", "unwindow_hu", "window_hu"]

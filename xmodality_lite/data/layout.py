@@ -19,12 +19,13 @@ LAYOUTS = {
 
 
 def write_topcow_layout(out_dir: str | os.PathLike, n: int, seed: int, *, edition: str = "2023",
-                        profile=None) -> list[Path]:
+                        profile=None, progress: bool = True) -> list[Path]:
     """Write ``n`` phantom pairs (case ids 001…, phantom seed ``seed + i``) under ``out_dir``.
 
     Images go to ``imagesTr/<name>_0000.nii.gz`` (CTA int16 HU, TOF uint16), multi-class labels
     (uint8, TopCoW ids) to the edition's label folder without the ``_0000`` suffix, and for 2023
     binary masks to ``bin_labelsTr/``. Every file is written atomically. Returns the paths.
+    A progress bar shows from three patients on, unless ``progress`` is False.
     """
     if edition not in LAYOUTS:
         raise ValueError(f"unknown TopCoW edition {edition!r}; choose one of {sorted(LAYOUTS)}")
@@ -36,7 +37,7 @@ def write_topcow_layout(out_dir: str | os.PathLike, n: int, seed: int, *, editio
         if folder is not None:
             (root / folder).mkdir(parents=True, exist_ok=True)
     written = []
-    for i in tqdm(range(n), desc=f"phantom TopCoW {edition}", disable=n < 3):
+    for i in tqdm(range(n), desc=f"phantom TopCoW {edition}", disable=not progress or n < 3):
         pair = make_pair(seed + i, profile)
         for mod, image, labels in (("ct", pair.cta, pair.labels), ("mr", pair.tof, pair.tof_labels)):
             name = stem.format(mod=mod, id=f"{i + 1:03d}")

@@ -1,4 +1,5 @@
-"""Find TOF-MRA / CTA pairs in a TopCoW folder (paper §3.1; 2023 and 2024 editions).
+"""TopCoW on disk (paper §3.1; 2023 and 2024 editions): find and check the TOF-MRA / CTA pairs,
+register every TOF onto its CTA, and slice them into the cached dataset (:func:`topcow_dataset`).
 
 TopCoW (Yang et al., arXiv 2312.17670) is not redistributed with this project. Download it
 yourself and point ``$XMODALITY_DATA`` at the folder that holds ``imagesTr/``.
@@ -14,13 +15,20 @@ File names (nnU-Net style, ``_0000`` = channel suffix; labels drop it):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from xmodality_lite.io import NIFTI_SUFFIXES, load_nifti
+import numpy as np
+from tqdm.auto import tqdm
+
+from xmodality_lite.config import Profile, get_profile, user_cache_dir
+from xmodality_lite.io import NIFTI_SUFFIXES, atomic_write_text, load_nifti, save_nifti
 
 DATA_ENV_VAR = "XMODALITY_DATA"
 
@@ -91,12 +99,35 @@ def _label_path(images: Path, edition: str, mod: str, region: str | None, case: 
     return None
 
 
-def find_pairs(root: str | os.PathLike | None = None, *, region: str = "whole") -> list[TopCowPair]:
+def _patient(path: Path) -> str:
+    """``topcow_ct_whole_007`` from ``topcow_ct_whole_007_0000.nii.gz``: how a patient is named."""
+    return path.name.split("_0000")[0]
+
+
+def _unreadable(pair: TopCowPair) -> list[str]:
+    """Header-level problems of a pair's images (cheap: no voxels are read)."""
+    problems, images = [], {}
+    for role, path in (("TOF", pair.tof), ("CTA", pair.cta)):
+        try:
+            images[role] = load_nifti(path, ndim=3, check_finite=False)
+        except (OSError, ValueError) as err:
+            problems.append(f"{role} unreadable: {str(err).replace(str(path), path.name)}")
+    if pair.registered and len(images) == 2:
+        tof, cta = images["TOF"], images["CTA"]
+        if tof.shape != cta.shape or not np.allclose(tof.affine, cta.affine, atol=1e-3):
+            problems.append(f"registered TOF grid {tof.shape} is not the CTA grid {cta.shape}")
+    return problems
+
+
+def find_pairs(root: str | os.PathLike | None = None, *, region: str = "whole",
+               check_files: bool = False) -> list[TopCowPair]:
     """All TOF/CTA pairs under ``root`` (default :func:`data_root`), sorted by id.
 
     ``region`` picks the 2023 crop (``whole`` as in Koch et al., or ``roi``); 2024 has none.
-    Raises :class:`TopCowLayoutError` listing every problem (missing partner, non-NIfTI or
-    unrecognised file, empty folder) rather than silently dropping cases.
+    With ``check_files`` every image's header is read too (a 3-D NIfTI; an ``_Warped`` TOF on
+    its CTA's grid). Raises one :class:`TopCowLayoutError` listing every problem (patients
+    without a partner or with unreadable files, non-NIfTI or unrecognised files, an empty
+    folder) rather than silently dropping cases, so a long run never fails half-way.
     """
     root = data_root() if root is None else Path(root)
     if not root.is_dir():
@@ -124,20 +155,29 @@ def find_pairs(root: str | os.PathLike | None = None, *, region: str = "whole") 
 
     if len({edition for edition, _ in found}) > 1:
         problems.append("files of both the 2023 and 2024 editions in one folder; keep one edition")
-    pairs = []
+    pairs, incomplete = [], {}  # incomplete: patient → why
     for (edition, case), paths in sorted(found.items(), key=lambda item: item[0][1]):
         tof = paths.get("mr_warped", paths.get("mr"))
         if tof is None or "ct" not in paths:
-            missing = "TOF-MRA (topcow_mr_...)" if tof is None else "CTA (topcow_ct_...)"
-            problems.append(f"id {case}: missing partner {missing}")
+            incomplete[_patient(tof or paths["ct"])] = "no TOF file" if tof is None else "no CTA file"
             continue
         reg = region if edition == "2023" else None
-        pairs.append(TopCowPair(
+        pair = TopCowPair(
             id=case, tof=tof, cta=paths["ct"], edition=edition, registered="mr_warped" in paths,
             tof_label=_label_path(images, edition, "mr", reg, case),
             cta_label=_label_path(images, edition, "ct", reg, case),
-        ))
+        )
+        if check_files and (why := _unreadable(pair)):
+            incomplete[_patient(pair.cta)] = "; ".join(why)
+            continue
+        pairs.append(pair)
+    if incomplete:
+        n = len(incomplete)
+        problems.insert(0, f"{n} patient{'s' * (n != 1)} incomplete: "
+                        + ", ".join(f"{name} ({why})" for name, why in incomplete.items()))
     if problems or not pairs:
+        if len(problems) == 1 and incomplete and pairs:  # the folder is right, some patients not
+            raise TopCowLayoutError(f"TopCoW folder {images}: {problems[0]}")
         problems = problems or [f"no {region!r} TOF/CTA pair found"]
         raise TopCowLayoutError(f"TopCoW folder {images} has problems:\n  - " + "\n  - ".join(problems)
                                 + f"\n{DOWNLOAD_HELP}")
@@ -159,3 +199,117 @@ def validate_pair(pair: TopCowPair) -> None:
             problems.append(f"{role}: {err}")
     if problems:
         raise TopCowLayoutError(f"pair {pair.id} is invalid:\n  - " + "\n  - ".join(problems))
+
+
+# --- the dataset: register every pair, then slice (paper §3.1) -----------------------------------
+REGISTERED_DIR = "topcow-registered"  # under the cache: one folder per patient and input version
+WARPED = "tof_Warped.nii.gz"  # the TOF on the CTA grid (the ANTs {prefix}Warped name)
+RECORD = "registration.json"  # written last: a folder without it is an unfinished registration
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def patient_source(pair: TopCowPair, *, type_of_transform: str = "SyN", seed: int = 42) -> str:
+    """What determines a patient's registered TOF and slices: its two files (name, size and
+    modification time, as ``make`` decides) and the registration settings."""
+    how = "the given _Warped TOF" if pair.registered else f"ANTs {type_of_transform}, seed {seed}, bSpline"
+    return (f"TopCoW {pair.edition} {pair.id}: tof {_file_key(pair.tof)}, cta {_file_key(pair.cta)}, "
+            f"registered with {how}")
+
+
+def registration_folder(pair: TopCowPair, *, cache_dir: str | os.PathLike | None = None,
+                        type_of_transform: str = "SyN", seed: int = 42) -> Path:
+    """``<cache>/topcow-registered/<edition>_<id>-<key>/``: the warped TOF and its transforms."""
+    key = hashlib.sha256(patient_source(pair, type_of_transform=type_of_transform, seed=seed)
+                         .encode()).hexdigest()[:12]
+    return Path(cache_dir or user_cache_dir()) / REGISTERED_DIR / f"{pair.edition}_{pair.id}-{key}"
+
+
+def register_pairs(pairs: Sequence[TopCowPair], *, cache_dir: str | os.PathLike | None = None,
+                   type_of_transform: str = "SyN", seed: int = 42,
+                   progress: bool = True) -> dict[str, Path]:
+    """Each pair's TOF on its CTA grid, ``{id: NIfTI path}``, registering those not done yet.
+
+    ANTs (:func:`~xmodality_lite.registration.register_tof_to_cta`, deterministic) writes the
+    warped TOF and the transforms to :func:`registration_folder`, the record last, so an
+    interrupted run resumes with the next patient. An ``_Warped`` TOF is used as it is.
+    """
+    from xmodality_lite.registration import register_tof_to_cta
+
+    options = dict(cache_dir=cache_dir, type_of_transform=type_of_transform, seed=seed)
+    todo = [p for p in pairs if not p.registered and not (registration_folder(p, **options) / RECORD).is_file()]
+    for pair in tqdm(todo, desc="registering TOF → CTA", disable=not progress or not todo):
+        folder = registration_folder(pair, **options)
+        res = register_tof_to_cta(load_nifti(pair.tof), load_nifti(pair.cta),
+                                  type_of_transform=type_of_transform, seed=seed, out_dir=folder)
+        save_nifti(res.warped.get_fdata(dtype=np.float32), folder / WARPED, like=res.warped)
+        record = {"source": patient_source(pair, type_of_transform=type_of_transform, seed=seed),
+                  "fwd": [p.name for p in res.fwd_transforms], "seconds": round(res.seconds, 2),
+                  "inv": [p.name for p in res.inv_transforms]}
+        atomic_write_text(folder / RECORD, json.dumps(record, indent=1))
+    return {p.id: p.tof if p.registered else registration_folder(p, **options) / WARPED for p in pairs}
+
+
+def load_registration(pair: TopCowPair, **options):
+    """The stored :class:`~xmodality_lite.registration.RegistrationResult` of ``pair`` (after
+    :func:`register_pairs` with the same ``options``), e.g. for ``registration_error``."""
+    from xmodality_lite.registration import RegistrationResult
+
+    folder = registration_folder(pair, **options)
+    if not (folder / RECORD).is_file():
+        raise FileNotFoundError(f"patient {pair.id} is not registered yet (no {folder / RECORD})")
+    record = json.loads((folder / RECORD).read_text())
+    return RegistrationResult(warped=load_nifti(folder / WARPED), fixed=load_nifti(pair.cta),
+                              fwd_transforms=[folder / n for n in record["fwd"]],
+                              inv_transforms=[folder / n for n in record["inv"]],
+                              seconds=record["seconds"], workdir=folder)
+
+
+@dataclass(frozen=True)
+class RegisteredVolumes:
+    """A :class:`~xmodality_lite.data.dataset.VolumePair` read from disk when the slicer asks,
+    so one patient at a time is in memory (a whole TopCoW CTA is ~300 MB as float32)."""
+
+    id: str
+    tof_path: Path  # on the CTA grid
+    cta_path: Path
+    source: str
+
+    @property
+    def tof(self) -> np.ndarray:  # [X, Y, Z] TOF on the CTA grid
+        return np.asarray(load_nifti(self.tof_path, check_finite=False).dataobj, np.float32)
+
+    @property
+    def cta(self) -> np.ndarray:  # [X, Y, Z] HU
+        return np.asarray(load_nifti(self.cta_path, check_finite=False).dataobj, np.float32)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+
+def topcow_dataset(root: str | os.PathLike | None = None, profile: Profile | str | None = None, *,
+                   region: str = "whole", cache_dir: str | os.PathLike | None = None,
+                   type_of_transform: str = "SyN", seed: int = 42, progress: bool = True):
+    """TopCoW under ``root`` (default ``$XMODALITY_DATA``) as the sliced dataset, split by patient
+    and cached, as :func:`~xmodality_lite.data.dataset.phantom_dataset` does for the phantom.
+
+    1. find and check every pair: one error naming each incomplete or unreadable patient,
+       before any work starts;
+    2. register each TOF onto its CTA (:func:`register_pairs`, cached per patient);
+    3. slice, filter, window, scale and split by patient
+       (:func:`~xmodality_lite.data.dataset.build_slice_dataset`, cached per profile).
+    """
+    from xmodality_lite.data.dataset import build_slice_dataset
+
+    profile = get_profile(profile)
+    root = data_root() if root is None else Path(root).expanduser()
+    pairs = find_pairs(root, region=region, check_files=True)
+    options = dict(type_of_transform=type_of_transform, seed=seed)
+    warped = register_pairs(pairs, cache_dir=cache_dir, progress=progress, **options)
+    volumes = [RegisteredVolumes(p.id, warped[p.id], p.cta, patient_source(p, **options)) for p in pairs]
+    folder_key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    return build_slice_dataset(volumes, profile, cache_dir=cache_dir, progress=progress,
+                               name=f"topcow-{folder_key}-{region}-{profile.name}")
