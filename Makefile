@@ -60,8 +60,9 @@ lint: env  ## ruff
 bench: env  ## measure speed and memory; writes benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run_all
 
-checkpoints: env  ## train the four shipped cpu-profile models on the phantom (under an hour)
+checkpoints: env  ## train the four shipped cpu-profile models on the phantom (about an hour), refresh the README
 	XMODALITY_PROFILE=cpu $(BIN)/python -m xmodality_lite train-shipped --out xmodality_lite/checkpoints
+	$(BIN)/python tools/update_readme.py
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf _build data/cache .pytest_cache

@@ -116,3 +116,21 @@ def test_real_models_round_trip_through_load_model(name, tmp_path):
     assert params_bytes(loaded) == params_bytes(model)
     with pytest.raises(ValueError, match="holds no optimiser state"):
         ck.load_checkpoint(path, model, make_optimizer(model, PROFILE))
+
+
+def test_ema_only_keeps_just_the_averaged_weights(tmp_path, monkeypatch):
+    """The shipped files: the EMA weights as the model's, half the bytes, metadata kept."""
+    monkeypatch.setattr("xmodality_lite.models.build_model", tiny_build, raising=False)
+    model, _ = trained()
+    ema = jax.tree.map(lambda p: p + 1, nnx.state(model, nnx.Param))
+    path = save(tmp_path / "a.safetensors", model, None, ema=ema)
+    expected = params_bytes(ck.load_model(path, use_ema=True))
+    before = path.stat().st_size
+    ck.ema_only(path)
+    meta = ck.read_metadata(path)
+    assert meta["weights"] == "ema" and not meta["has_ema"] and meta["data_seed"] == 3
+    assert meta["step"] == 7 and path.stat().st_size < before  # one copy of the weights
+    assert params_bytes(ck.load_model(path)) == expected
+    assert ck.ema_only(path) == path and params_bytes(ck.load_model(path)) == expected  # no-op
+    side = json.loads(ck.sidecar_path(path).read_text())
+    assert side["sha256"] == ck.file_sha256(path)

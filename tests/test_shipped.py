@@ -64,12 +64,12 @@ def test_load_shipped_loads_the_weights_or_says_untrained(tmp_path):
 
 
 def test_warn_untrained_is_silent_for_shipped_models(capsys):
-    assert warn_untrained({"adm": "shipped, 500 training steps"}, "cpu") is False
+    assert warn_untrained({"adm": "shipped, 1200 training steps"}, "cpu") is False
     assert capsys.readouterr().out == ""
 
 
 def test_warn_untrained_prints_one_line_outside_a_notebook(capsys):
-    assert warn_untrained({"unet": "shipped, 500 training steps", "adm": "UNTRAINED",
+    assert warn_untrained({"unet": "shipped, 2000 training steps", "adm": "UNTRAINED",
                            "dit": "UNTRAINED dit: no smoke-profile checkpoint"}, "smoke")
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith("WARNING: adm, dit are UNTRAINED")
@@ -120,7 +120,7 @@ def test_snapshots_ship_with_increasing_steps():
         SHIPPED / f"{SNAPSHOT_MODEL}.safetensors")["step"]]
     for step, path in snaps:
         meta = read_metadata(path)
-        assert meta["model"] == SNAPSHOT_MODEL and meta["step"] == step and meta["has_ema"]
+        assert meta["model"] == SNAPSHOT_MODEL and meta["step"] == step and meta["weights"] == "ema"
         assert not meta["has_optimizer"]  # weights only: small enough to ship
     assert shipped_snapshots("dit", "smoke") == []
 

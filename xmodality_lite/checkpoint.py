@@ -276,6 +276,30 @@ def shipped_checkpoint(name: str, profile: Profile | str,
     return None
 
 
+def ema_only(path: str | os.PathLike) -> Path:
+    """Rewrite a weights-only checkpoint so that its model tensors are its EMA weights and no
+    second copy is kept (half the bytes; what the shipped files hold). Metadata is kept, with
+    ``"weights": "ema"`` added; a checkpoint without an EMA is left as it is."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if not meta.get("has_ema"):
+        return path
+    if meta.get("has_optimizer"):
+        raise ValueError(f"{path}: holds optimiser state; ema_only is for shipped weights")
+    model = load_model(path, use_ema=True)
+    keep = {k: v for k, v in meta.items() if k not in (
+        "format", "step", "git_commit", "has_optimizer", "has_ema", "tensors_sha256")}
+    commit = meta.get("git_commit")
+    out = save_checkpoint(path, model, None, meta["step"], jax.random.key(0), {**keep, "weights": "ema"})
+    if commit is not None:  # the weights were trained at that commit, not rewritten at this one
+        side = json.loads(sidecar_path(out).read_text())
+        blob_meta = read_metadata(out)
+        assert blob_meta["weights"] == "ema"
+        side["trained_at_commit"] = commit
+        atomic_write_text(sidecar_path(out), json.dumps(side, indent=2, sort_keys=True) + "\n")
+    return out
+
+
 def snapshot_name(name: str, step: int) -> str:
     return f"{name}_step{step:05d}{SUFFIX}"
 

@@ -205,6 +205,7 @@ def cmd_train_shipped(args) -> None:
         SHIPPED_STEPS,
         SNAPSHOT_MODEL,
         SNAPSHOT_STEPS,
+        ema_only,
         file_sha256,
         save_checkpoint,
         sidecar_path,
@@ -238,8 +239,8 @@ def cmd_train_shipped(args) -> None:
             target = (out / f"{name}.safetensors" if stop == total
                       else out / "snapshots" / snapshot_name(name, stop))
             target.parent.mkdir(parents=True, exist_ok=True)
-            path = save_checkpoint(target, res.model, None, res.step,
-                                   jax.random.key(profile.train.seed), meta, ema=res.ema)
+            path = ema_only(save_checkpoint(target, res.model, None, res.step,
+                                            jax.random.key(profile.train.seed), meta, ema=res.ema))
             side = json.loads(sidecar_path(path).read_text())
             assert side["sha256"] == file_sha256(path)
         # ship the loss history too (the run folder is git-ignored), for the training lesson
