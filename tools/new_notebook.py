@@ -34,6 +34,7 @@ CHAPTERS: dict[str, tuple[str, str]] = {
     "08_evaluation": ("Evaluation: MSE, MAE, PSNR, SSIM and Fréchet distance", "§3.4, §4.1"),
     "09_volume_reconstruction": ("From slices to volumes", "§3.6, §4.2"),
     "10_appendix_noise_schedules": ("Appendix: noise schedules", "Appendix A, eq. A.1"),
+    "11_appendix_engineering": ("Appendix: Engineering — making it fast and parallel", "§3.5"),
 }
 
 INSTALL_MARKER = '"google.colab" in sys.modules'
