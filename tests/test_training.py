@@ -153,3 +153,11 @@ def test_resume_refuses_another_recipe(tmp_path):
     again = profile(checkpoint_every=1, log_every=2)
     assert training.train("unet", again, data=TinyData(), steps=4, out_dir=tmp_path,
                           progress=False).step == 4
+
+
+def test_resume_refuses_to_go_back(tmp_path):
+    """A run folder at step 4 cannot give the weights of step 2: a clear error, not step 4's."""
+    prof = profile(checkpoint_every=2, log_every=1)
+    training.train("unet", prof, data=TinyData(), steps=4, out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="already at step 4"):
+        training.train("unet", prof, data=TinyData(), steps=2, out_dir=tmp_path, progress=False)

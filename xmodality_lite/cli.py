@@ -229,6 +229,8 @@ def cmd_train_shipped(args) -> None:
         # checkpoint's profile records it
         profile = base.replace(train=dataclasses.replace(base.train, steps=total))
         stops = [s for s in SNAPSHOT_STEPS if s < total] if name == SNAPSHOT_MODEL else []
+        # a resumed run cannot go back: keep the snapshots an earlier invocation already wrote
+        stops = [s for s in stops if not (out / "snapshots" / snapshot_name(name, s)).is_file()]
         for stop in [*stops, total]:  # resuming is bit-identical, so stopping costs nothing
             res = train(name, profile, steps=stop, out_dir=runs / name)
             log = read_metrics(runs / name / "metrics.jsonl")  # wall time across resumes

@@ -260,6 +260,9 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
             if ema is not None and ckpt.ema is not None:
                 nnx.update(ema, ckpt.ema)
             key, start = ckpt.key, ckpt.step
+            if start > steps:
+                raise ValueError(f"{last}: the run is already at step {start}, past the "
+                                 f"{steps} steps asked for; pass resume=False or another out_dir")
             log(f"resuming from {last} at step {start}")
         wall_offset = _truncate_log(metrics_path, start)
 
