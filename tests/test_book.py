@@ -173,6 +173,16 @@ def test_page_renders_offline_in_a_browser(server, entry):
         broken = page.evaluate(
             "[...document.images].filter(i => i.naturalWidth === 0).map(i => i.src)")
         n_math = page.evaluate("document.querySelectorAll('mjx-container').length")
+        # the offline 3-D view (lesson 9): matplotlib's to_jshtml slice scroller, stepped once
+        scroller = page.evaluate("""() => {
+            const s = document.querySelector('input.anim-slider');
+            if (!s) return null;
+            const img = () => [...document.querySelectorAll('img[id^="_anim_img"]')].map(i => i.src).join();
+            const before = img();
+            s.value = String(Number(s.max)); s.dispatchEvent(new Event('input'));
+            s.dispatchEvent(new Event('change'));
+            return {frames: Number(s.max) + 1, moved: img() !== before};
+        }""")
         text = page.evaluate("document.querySelector('main, article, body').innerText")
         page.screenshot(path=str(SCREENSHOTS / f"{Path(entry).name}.png"), full_page=True)
         browser.close()
@@ -182,3 +192,6 @@ def test_page_renders_offline_in_a_browser(server, entry):
     if "04_diffusion_math" in entry:
         assert has_math and n_math > 0, "no equation typeset by MathJax"
     assert "$$" not in text, f"{entry} shows raw TeX"
+    if "09_volume" in entry:
+        assert scroller is not None, "lesson 9 has no offline slice scroller"
+        assert scroller["frames"] > 1 and scroller["moved"], f"the scroller does not scroll: {scroller}"
