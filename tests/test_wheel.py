@@ -138,7 +138,10 @@ def test_lesson_runs_from_an_installed_wheel(env_python, tmp_path, lesson):
                    for p in probe["sys_path"] if p)
     # 2. the shipped checkpoints were loaded from it: no untrained fallback, no warning box
     assert Path(probe["shipped_dir"]) == package / "checkpoints"
-    assert any("model: adm (shipped," in t for t in texts), texts
+    from xmodality_lite.findings import NAMES, record_findings
+
+    best = NAMES[record_findings().best_diffusion]  # the model lesson 00 previews
+    assert any(f"model: {best} (shipped," in t for t in texts), texts
     assert not any("UNTRAINED" in t for t in texts), [t for t in texts if "UNTRAINED" in t]
     # 3. nothing written inside the installed package, nor beside the lesson
     assert snapshot(package) == before
