@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from xmodality_lite.checkpoint import SHIPPED_DIR, file_sha256, load_model
-from xmodality_lite.cli import MODEL_NAMES, TRANSLATE_DEFAULT_MODEL, build_parser
+from xmodality_lite.cli import MODEL_NAMES, build_parser, default_translate_model
 
 COMMANDS = ["phantom", "register", "preprocess", "train", "sample", "translate", "evaluate",
             "info", "train-shipped"]
@@ -126,7 +126,7 @@ def test_phantom_train_translate_evaluate(tmp_path):
 
 
 def test_translate_defaults_to_a_shipped_model_and_keeps_nifti2(tmp_path):
-    """No --checkpoint: the shipped ADM, named on stderr; a NIfTI-2 input gives a NIfTI-2
+    """No --checkpoint: the best shipped diffusion model (by the record), named on stderr; a NIfTI-2 input gives a NIfTI-2
     output with its affine and header, and no library warning ("sizeof_hdr should be 348")."""
     affine = np.diag([0.5, 0.6, 0.7, 1.0])
     affine[:3, 3] = [-30.0, -20.0, -10.0]
@@ -138,8 +138,12 @@ def test_translate_defaults_to_a_shipped_model_and_keeps_nifti2(tmp_path):
     nib.save(img, tmp_path / "tof.nii.gz")
     run = cli("translate", "tof.nii.gz", "cta.nii.gz", "--steps", "1", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert f"using the shipped {TRANSLATE_DEFAULT_MODEL} model" in run.stderr
-    assert str(SHIPPED_DIR / f"{TRANSLATE_DEFAULT_MODEL}.safetensors") in run.stderr
+    best = default_translate_model()
+    assert best != "unet" and best == max(
+        ("adm", "uvit", "dit"), key=lambda m: json.loads((SHIPPED_DIR / "reference_metrics.json")
+                                                         .read_text())["slices"]["metrics"][m]["ssim"])
+    assert f"using the shipped {best} model" in run.stderr
+    assert str(SHIPPED_DIR / f"{best}.safetensors") in run.stderr
     assert "sizeof_hdr" not in run.stderr and "warn" not in run.stderr.lower(), run.stderr
     cta = nib.load(tmp_path / "cta.nii.gz")
     assert type(cta) is nib.Nifti2Image and int(cta.header["sizeof_hdr"]) == 540

@@ -17,10 +17,6 @@ from pathlib import Path
 from xmodality_lite.config import ENV_VAR, PROFILES, get_profile
 
 MODEL_NAMES = ("unet", "adm", "uvit", "dit")
-# `translate` without --checkpoint: the shipped ADM, the paper's first diffusion model and the
-# cheapest of the three to sample (the U-Net scores better on intensity metrics but is not
-# generative; see xmodality_lite/checkpoints/reference_metrics.json)
-TRANSLATE_DEFAULT_MODEL = "adm"
 EXIT_ERROR = 2
 
 
@@ -109,16 +105,31 @@ def cmd_sample(args) -> None:
     print(f"wrote {args.out}")
 
 
-def default_translate_checkpoint() -> Path:
-    """The shipped :data:`TRANSLATE_DEFAULT_MODEL`, announced on stderr (stdout stays clean)."""
-    from xmodality_lite.checkpoint import SHIPPED_DIR, SUFFIX, read_metadata
+def default_translate_model() -> str:
+    """What ``translate`` uses without ``--checkpoint``: the best shipped diffusion model by the
+    recorded metrics (:func:`xmodality_lite.findings.record_findings`), a generative model
+    whose samples look like CTA (the U-Net scores better on intensity metrics but blurs)."""
+    from xmodality_lite.findings import record_findings
 
-    path = SHIPPED_DIR / f"{TRANSLATE_DEFAULT_MODEL}{SUFFIX}"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no shipped {TRANSLATE_DEFAULT_MODEL} model in this "
-                                "installation; pass --checkpoint")
+    return record_findings().best_diffusion
+
+
+def default_translate_checkpoint() -> Path:
+    """The shipped :func:`default_translate_model`, announced on stderr (stdout stays clean)."""
+    from xmodality_lite.checkpoint import (
+        SHIPPED_DIR,
+        SHIPPED_PROFILE,
+        read_metadata,
+        shipped_checkpoint,
+    )
+
+    name = default_translate_model()
+    path = shipped_checkpoint(name, SHIPPED_PROFILE)
+    if path is None:
+        raise FileNotFoundError(f"{SHIPPED_DIR}: no shipped {name} model in this installation; "
+                                "pass --checkpoint")
     meta = read_metadata(path)
-    print(f"no --checkpoint: using the shipped {TRANSLATE_DEFAULT_MODEL} model "
+    print(f"no --checkpoint: using the shipped {name} model "
           f"({meta['profile']['name']} profile, {meta['step']} training steps on the phantom) "
           f"from {path}", file=sys.stderr)
     return path
@@ -326,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tof", help="input TOF-MRA NIfTI")
     p.add_argument("out", help="output CTA NIfTI (.nii or .nii.gz)")
     p.add_argument("--checkpoint", default=None,
-                   help=f"model weights (default: the shipped {TRANSLATE_DEFAULT_MODEL} model)")
+                   help="model weights (default: the best shipped diffusion model by its "
+                        "recorded metrics)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None,
                    help="in-plane size the slices are resampled to (default: profile's)")
