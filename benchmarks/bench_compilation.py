@@ -25,7 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import load, log, peak_rss_mib, run_worker, time_call, write_result
+from benchmarks.common import (
+    load,
+    log,
+    peak_rss_mib,
+    run_worker,
+    time_call,
+    train_step_call,
+    write_result,
+)
 
 MODES = ("off", "cold", "warm")
 EVENTS = {"/jax/compilation_cache/cache_hits": "hits",
@@ -42,7 +50,6 @@ def measure(name: str, profile: str, repeats: int) -> dict:
     from xmodality_lite.compilation import compilation_cache_dir
     from xmodality_lite.config import get_profile
     from xmodality_lite.models import build_model
-    from xmodality_lite.training import make_optimizer, make_train_step
 
     counts = dict.fromkeys(EVENTS.values(), 0)
 
@@ -54,20 +61,8 @@ def measure(name: str, profile: str, repeats: int) -> dict:
     prof = get_profile(profile)
     b = BATCH[profile][1]
     size = prof.image_size
-    model = build_model(name, prof, rngs=nnx.Rngs(0), dtype=jnp.float32)
-    optimizer = make_optimizer(model, prof)
-    graphdef, tstate = nnx.split((model, optimizer, None))
-    del model, optimizer
-    step = make_train_step(graphdef, gamma=prof.train.min_snr_gamma, ema_decay=0.0)
-    keys = jax.random.split(jax.random.key(1), 3)
-    tof = jax.random.uniform(keys[0], (b, size, size, 1), minval=-1.0, maxval=1.0)
-    cta = jax.random.uniform(keys[1], (b, size, size, 1), minval=-1.0, maxval=1.0)
-    holder = {"state": tstate}
-    del tstate
-
-    def one_step():
-        holder["state"], loss = step(holder["state"], tof, cta, keys[2])
-        return loss
+    one_step = train_step_call(build_model(name, prof, rngs=nnx.Rngs(0), dtype=jnp.float32),
+                               prof, b)
 
     before = dict(counts)
     timing = time_call(one_step, repeats)

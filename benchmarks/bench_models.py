@@ -21,7 +21,14 @@ import argparse
 import datetime
 import json
 
-from benchmarks.common import log, peak_rss_mib, run_worker, time_call, write_result
+from benchmarks.common import (
+    log,
+    peak_rss_mib,
+    run_worker,
+    time_call,
+    train_step_call,
+    write_result,
+)
 
 MODELS = ("unet", "adm", "uvit", "dit")
 # batch of the forward and of the train step per profile (the reference measured paper at 1 / 2)
@@ -48,7 +55,6 @@ def measure(name: str, profile: str, repeats: int, train: bool) -> dict:
     from xmodality_lite.config import get_profile
     from xmodality_lite.diffusion import functional
     from xmodality_lite.models import build_model, count_params, model_flops
-    from xmodality_lite.training import make_optimizer, make_train_step
 
     prof = get_profile(profile)
     b_fwd, b_train = BATCH[profile]
@@ -70,20 +76,8 @@ def measure(name: str, profile: str, repeats: int, train: bool) -> dict:
     log(f"[models] {name} @ {profile} forward: {out['forward']}")
 
     if train:
-        optimizer = make_optimizer(model, prof)
-        graphdef, tstate = nnx.split((model, optimizer, None))
-        del model, optimizer, state
-        step = make_train_step(graphdef, gamma=prof.train.min_snr_gamma, ema_decay=0.0)
-        tof = jax.random.uniform(keys[0], (b_train, size, size, 1), minval=-1.0, maxval=1.0)
-        cta = jax.random.uniform(keys[1], (b_train, size, size, 1), minval=-1.0, maxval=1.0)
-        holder = {"state": tstate}
-        del tstate
-
-        def one_step():
-            holder["state"], loss = step(holder["state"], tof, cta, keys[2])
-            return loss
-
-        out["train"] = time_call(one_step, repeats)
+        del state  # the forward's view of the weights: the train step donates them
+        out["train"] = time_call(train_step_call(model, prof, b_train), repeats)
         log(f"[models] {name} @ {profile} train: {out['train']}")
     out["peak_rss_mib"] = peak_rss_mib()
     return out

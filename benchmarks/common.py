@@ -58,6 +58,33 @@ def time_call(fn: Callable[[], Any], repeats: int = 3) -> dict[str, Any]:
             "cpu_median_s": statistics.median(cpu)}
 
 
+def train_step_call(model, profile, batch: int) -> Callable[[], Any]:
+    """``one_step()``: one call of ``training.make_train_step`` on ``model`` (consumed: its
+    buffers are donated) with fixed random [batch, S, S, 1] inputs in [−1, 1]; each call
+    continues from the state the previous one returned."""
+    import jax
+    from flax import nnx
+
+    from xmodality_lite.training import make_optimizer, make_train_step
+
+    optimizer = make_optimizer(model, profile)
+    graphdef, state = nnx.split((model, optimizer, None))
+    del model, optimizer
+    step = make_train_step(graphdef, gamma=profile.train.min_snr_gamma, ema_decay=0.0)
+    keys = jax.random.split(jax.random.key(1), 3)
+    size = profile.image_size
+    tof = jax.random.uniform(keys[0], (batch, size, size, 1), minval=-1.0, maxval=1.0)
+    cta = jax.random.uniform(keys[1], (batch, size, size, 1), minval=-1.0, maxval=1.0)
+    holder = {"state": state}
+    del state
+
+    def one_step():
+        holder["state"], loss = step(holder["state"], tof, cta, keys[2])
+        return loss
+
+    return one_step
+
+
 def load() -> list[float]:
     """1, 5 and 15 minute load averages: how busy the (shared) CPU was."""
     return [round(x, 2) for x in os.getloadavg()]

@@ -14,13 +14,7 @@ from xmodality_lite.translation import translate_slices
 
 
 def test_rows_per_model_and_step_count(tmp_path, monkeypatch):
-    monkeypatch.setattr("xmodality_lite.models.build_model", tiny_build)
-    paths = []
-    for name, kind in (("adm", "diffusion"), ("unet", "regression")):
-        meta = {"model": name, "profile": get_profile("smoke"), "variant": "published"}
-        paths.append(save_checkpoint(tmp_path / f"{name}.safetensors",
-                                     TinyModel(kind, rngs=nnx.Rngs(0)), None, 0,
-                                     jax.random.key(0), meta))
+    paths = _tiny_checkpoints(tmp_path, monkeypatch)
     rng = np.random.default_rng(0)
     tof = np.tanh(rng.normal(size=(4, 16, 16, 1))).astype(np.float32)
     cta = np.tanh(rng.normal(size=(4, 16, 16, 1))).astype(np.float32)

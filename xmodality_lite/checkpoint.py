@@ -293,8 +293,6 @@ def ema_only(path: str | os.PathLike) -> Path:
     out = save_checkpoint(path, model, None, meta["step"], jax.random.key(0), {**keep, "weights": "ema"})
     if commit is not None:  # the weights were trained at that commit, not rewritten at this one
         side = json.loads(sidecar_path(out).read_text())
-        blob_meta = read_metadata(out)
-        assert blob_meta["weights"] == "ema"
         side["trained_at_commit"] = commit
         atomic_write_text(sidecar_path(out), json.dumps(side, indent=2, sort_keys=True) + "\n")
     return out
@@ -310,8 +308,8 @@ def shipped_snapshots(name: str = SNAPSHOT_MODEL, profile: Profile | str = SHIPP
     final shipped checkpoint; only those trained at ``profile``. Empty when none ship."""
     found = sorted(Path(folder).glob(f"{name}_step*{SUFFIX}")) if Path(folder).is_dir() else []
     want = get_profile(profile).name
-    out = [(int(read_metadata(p)["step"]), p) for p in found
-           if read_metadata(p)["profile"]["name"] == want]
+    metas = [(read_metadata(p), p) for p in found]  # each file checksummed once
+    out = [(int(m["step"]), p) for m, p in metas if m["profile"]["name"] == want]
     final = shipped_checkpoint(name, profile)
     if out and final is not None:
         out.append((int(read_metadata(final)["step"]), final))

@@ -244,10 +244,10 @@ def cmd_train_shipped(args) -> None:
         stops = [s for s in stops if not (out / "snapshots" / snapshot_name(name, s)).is_file()]
         for stop in [*stops, total]:  # resuming is bit-identical, so stopping costs nothing
             res = train(name, profile, steps=stop, out_dir=runs / name)
-            log = read_metrics(runs / name / "metrics.jsonl")  # wall time across resumes
+            records = read_metrics(runs / name / "metrics.jsonl")  # wall time across resumes
             meta = {"model": name, "variant": "published", "profile": profile, "data_seed":
                     profile.train.seed, "kind": res.model.kind, "final_loss": res.final_loss,
-                    "train_seconds": round(log[-1]["wall_s"], 1) if log else None,
+                    "train_seconds": round(records[-1]["wall_s"], 1) if records else None,
                     "steps_per_s": res.steps_per_s}
             target = (out / f"{name}.safetensors" if stop == total
                       else out / "snapshots" / snapshot_name(name, stop))
@@ -257,9 +257,9 @@ def cmd_train_shipped(args) -> None:
             side = json.loads(sidecar_path(path).read_text())
             assert side["sha256"] == file_sha256(path)
         # ship the loss history too (the run folder is git-ignored), for the training lesson
-        log = runs / name / "metrics.jsonl"
-        if log.is_file():
-            atomic_write_bytes(out / f"{name}.metrics.jsonl", log.read_bytes())
+        history = runs / name / "metrics.jsonl"
+        if history.is_file():
+            atomic_write_bytes(out / f"{name}.metrics.jsonl", history.read_bytes())
         print(f"{path}: loss {res.final_loss:.4f}, sha256 {side['sha256'][:12]}…, "
               f"commit {side['git_commit']}")
     from xmodality_lite.evaluation import record_reference_metrics
