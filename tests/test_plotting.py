@@ -1,17 +1,20 @@
 """The book's slice panels: the grey scale is the stated window, the unit and window are on the
 colourbar, orientation and mm extent follow the voxel grid, and nothing opens a figure."""
 
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import xmodality_lite as xl  # noqa: E402
 from xmodality_lite.data.slices import HU_WINDOW, window_hu  # noqa: E402
-from xmodality_lite.plotting import show_cta, show_slice, window_label  # noqa: E402
+from xmodality_lite.plotting import show_cta, show_model_slice, show_slice, window_label  # noqa: E402
 
 
 @pytest.fixture
@@ -31,7 +34,7 @@ def test_window_sets_the_grey_scale_and_title(ax):
 
 def test_image_is_drawn_with_the_second_axis_vertical_in_mm(ax):
     image = np.arange(12.0).reshape(3, 4)  # [X=3, Y=4]
-    shown = show_slice(ax, image[..., None], spacing_mm=(0.5, 2.0))  # [X, Y, 1] is squeezed
+    shown = show_slice(ax, image[None, ..., None], spacing_mm=(0.5, 2.0))  # [1, X, Y, 1] squeezed
     np.testing.assert_array_equal(shown.get_array(), image.T)  # rows = second axis
     assert shown.get_extent() == [0.0, 1.5, 0.0, 8.0]  # 3 × 0.5 mm wide, 4 × 2 mm high
     assert shown.origin == "lower" and ax.get_xlabel().endswith("(mm)")
@@ -43,6 +46,13 @@ def test_radiological_view_puts_the_patients_right_on_the_left(ax):
     np.testing.assert_array_equal(shown.get_array(), image[::-1].T)
     assert shown.get_extent() == [3.0, 0.0, 0.0, 4.0]  # mm axis still in voxel coordinates
     assert "R" in ax.get_xlabel() and "L" in ax.get_xlabel()
+
+
+def test_a_masked_overlay_keeps_its_mask_and_labels_can_be_named(ax):
+    image = np.ma.masked_where(np.eye(3, dtype=bool), np.ones((3, 3)))
+    shown = show_slice(ax, image, spacing_mm=(1, 1), labels=("R ← → L (mm)", "P → A (mm)"))
+    assert np.ma.is_masked(shown.get_array()) and shown.get_array().mask.sum() == 3
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("R ← → L (mm)", "P → A (mm)")
 
 
 def test_ticks_off_leaves_a_bare_thumbnail(ax):
@@ -64,6 +74,18 @@ def test_cta_already_in_hu_is_not_converted_twice(ax):
     hu = np.full((2, 2), 100.0)
     shown = show_cta(ax, hu, windowed=False)
     np.testing.assert_allclose(shown.get_array(), hu)
+
+
+def test_model_slices_are_drawn_by_what_they_stand_for(ax):
+    y = np.zeros((2, 2))  # mid-range: 150 HU as a CTA, 0 a.u. as a TOF or z_t
+    assert show_model_slice(ax, y, kind="cta").get_clim() == HU_WINDOW
+    np.testing.assert_allclose(show_model_slice(ax, y, kind="cta").get_array(), 150.0)
+    for kind in ("tof", "z"):
+        shown = show_model_slice(ax, y, kind=kind)
+        assert shown.get_clim() == (-1.0, 1.0)
+        np.testing.assert_allclose(shown.get_array(), 0.0)
+    with pytest.raises(ValueError, match="unknown kind 'mri'"):
+        show_model_slice(ax, y, kind="mri")
 
 
 def test_helpers_open_no_figure():
@@ -89,3 +111,32 @@ def test_an_empty_window_is_refused(ax):
 
 def test_reachable_from_the_package():
     assert xl.plotting.show_cta is show_cta
+
+
+def test_no_front_end_under_nbclient_or_plain_python(monkeypatch):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert not xl.plotting.interactive_frontend()
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/09_volume_reconstruction.ipynb")
+    assert xl.plotting.interactive_frontend()
+
+
+def test_niivue_viewers_load_each_volume_in_the_hu_window(tmp_path):
+    pytest.importorskip("ipyniivue")
+    paths = {}
+    for name in ("CTA", "synthetic"):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), paths[name])
+    viewers = xl.plotting.niivue_viewers(paths, height=200)
+    assert len(viewers) == 2
+    for viewer in viewers:
+        (volume,) = viewer.volumes
+        assert (volume.cal_min, volume.cal_max) == HU_WINDOW and volume.colormap == "gray"
+    with pytest.raises(FileNotFoundError, match="missing"):
+        xl.plotting.niivue_viewers({"missing": tmp_path / "none.nii.gz"})
+
+
+def test_niivue_viewers_without_ipyniivue_print_how_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ipyniivue", None)  # import fails
+    assert xl.plotting.niivue_viewers({}) is None
+    assert "pip install" in capsys.readouterr().out

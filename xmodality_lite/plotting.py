@@ -9,11 +9,20 @@ colourbar, so a figure never leaves the reader guessing what grey means.
 
 Nothing here creates or shows a figure: the helpers draw into the ``Axes`` they are given, so a
 lesson keeps control of its layout, and no figure is left open behind its back.
+
+:func:`niivue_viewers` is the live 3-D view for Colab and JupyterLab: ipyniivue (the optional
+``viewer`` extra) ships NiiVue's JavaScript in its wheel, so it needs no CDN. It only makes
+sense with a live kernel behind the page, so it stays off when a notebook is executed without a
+front end (the book build, nbconvert), where the static book uses its offline slice scroller.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -22,9 +31,11 @@ from matplotlib.image import AxesImage
 
 from xmodality_lite.data.slices import HU_WINDOW, unwindow_hu
 
-__all__ = ["HU_WINDOW", "MODEL_RANGE", "show_cta", "show_slice", "window_label"]
+__all__ = ["HU_WINDOW", "MODEL_RANGE", "VIEWER_INSTALL", "interactive_frontend", "niivue_viewers", "show_cta",
+           "show_model_slice", "show_slice", "window_label"]
 
 MODEL_RANGE = (-1.0, 1.0)  # what the networks see: min-max TOF, windowed CTA and z_t (a.u.)
+VIEWER_INSTALL = 'pip install "ipyniivue>=2.4"  (or the extra: pip install "xmodality-lite[viewer]")'
 
 
 def window_label(window: Sequence[float], unit: str = "HU") -> str:
@@ -35,13 +46,14 @@ def window_label(window: Sequence[float], unit: str = "HU") -> str:
 
 def show_slice(
     ax: Axes,
-    image: np.ndarray,  # [X, Y] (trailing size-1 axes are squeezed: [X, Y, 1] works too)
+    image: np.ndarray,  # [X, Y]; size-1 batch/channel axes are dropped: [1, X, Y, 1] works too
     title: str = "",
     *,
     window: Sequence[float] | None = None,
     unit: str = "",
     spacing_mm: Sequence[float] | None = None,
     radiological: bool = False,
+    labels: tuple[str, str] | None = None,
     ticks: bool = True,
     colorbar: bool = False,
     cmap: str = "gray",
@@ -51,13 +63,14 @@ def show_slice(
     """Draw one slice into ``ax`` and return the ``AxesImage``.
 
     ``window=(lo, hi)`` fixes the grey scale (``vmin``/``vmax``); without it matplotlib scales to
-    the data. With ``spacing_mm`` the axes are in mm and labelled; ``ticks=False`` removes ticks
-    and axis labels (thumbnail grids). ``colorbar=True`` adds a colourbar labelled with ``unit``
+    the data. With ``spacing_mm`` the axes are in mm and labelled (``labels=(x, y)`` names them,
+    e.g. ``("R ← → L (mm)", "P → A (mm)")`` for an axial slice); ``ticks=False`` removes ticks
+    and axis labels (thumbnail grids). Masked arrays keep their mask (overlays). ``colorbar=True`` adds a colourbar labelled with ``unit``
     and the window. Extra keywords go to ``imshow`` (``alpha``, ``interpolation``, ...).
     """
-    plane = np.asarray(image)
-    while plane.ndim > 2 and plane.shape[-1] == 1:
-        plane = plane[..., 0]
+    plane = np.asanyarray(image)  # a masked array stays masked: its mask is drawn transparent
+    while plane.ndim > 2 and 1 in (plane.shape[0], plane.shape[-1]):  # [1, X, Y, 1] → [X, Y]
+        plane = plane[..., 0] if plane.shape[-1] == 1 else plane[0]
     if plane.ndim != 2:
         raise ValueError(f"show_slice needs a 2-D slice, got shape {np.shape(image)}")
     sx, sy = (1.0, 1.0) if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
@@ -78,9 +91,10 @@ def show_slice(
     if not ticks:
         ax.set_xticks([])
         ax.set_yticks([])
-    elif spacing_mm is not None:
-        ax.set_xlabel("R ← → L (mm)" if radiological else "first axis (mm)")
-        ax.set_ylabel("second axis (mm)")
+    elif spacing_mm is not None or labels is not None:
+        default = ("R ← → L (mm)" if radiological else "first axis (mm)", "second axis (mm)")
+        xlabel, ylabel = default if labels is None else labels
+        ax.set(xlabel=xlabel, ylabel=ylabel)
     if colorbar:
         _colorbar(ax, shown, unit, window)
     return shown
@@ -105,6 +119,65 @@ def show_cta(
     return show_slice(ax, hu, title, window=window, **kwargs)
 
 
+def show_model_slice(
+    ax: Axes,
+    image: np.ndarray,  # [X, Y] in the models' [−1, 1]
+    title: str = "",
+    kind: Literal["cta", "tof", "z"] = "cta",
+    **kwargs,
+) -> AxesImage:
+    """What a model reads or writes, drawn by what it stands for.
+
+    ``"cta"`` (a target, a synthetic CTA, an estimate x̂): in HU with the paper's window;
+    ``"tof"`` (min-max TOF) and ``"z"`` (a noised z_t): on [−1, 1] in arbitrary units.
+    """
+    if kind == "cta":
+        return show_cta(ax, image, title, **kwargs)
+    if kind in ("tof", "z"):
+        kwargs.setdefault("unit", "a.u.")
+        return show_slice(ax, image, title, window=MODEL_RANGE, **kwargs)
+    raise ValueError(f"unknown kind {kind!r}; choose one of ['cta', 'tof', 'z']")
+
+
 def _colorbar(ax: Axes, shown: AxesImage, unit: str, window: Sequence[float] | None) -> Colorbar:
     label = window_label(window, unit) if window is not None else unit
     return ax.figure.colorbar(shown, ax=ax, fraction=0.046, label=label)
+
+
+def interactive_frontend() -> bool:
+    """Whether a notebook front end with a live kernel shows this session's widgets.
+
+    True in Colab (``google.colab`` imported) and in kernels started by a Jupyter server
+    (JupyterLab, Notebook 7: it sets ``JPY_SESSION_NAME``); False under nbclient/nbconvert (the
+    book build) and in plain Python, where a widget would only leave dead state in the page.
+    """
+    return "google.colab" in sys.modules or bool(os.environ.get("JPY_SESSION_NAME"))
+
+
+def niivue_viewers(
+    volumes: dict[str, str | os.PathLike],  # title -> NIfTI file (HU)
+    *,
+    window: Sequence[float] = HU_WINDOW,
+    height: int = 360,
+) -> list[Any] | None:
+    """One live ipyniivue ``NiiVue`` 3-D viewer per NIfTI file, grey in ``window`` (HU).
+
+    Returns None, after printing how to install it, when ipyniivue is not importable; the
+    caller shows the list (e.g. side by side in an ``ipywidgets.HBox``). The files' bytes go to
+    the browser through the kernel: nothing is fetched from the network.
+    """
+    try:
+        from ipyniivue import NiiVue
+    except ImportError:
+        print(f"ipyniivue is not installed; for a live 3-D view: {VIEWER_INSTALL}")
+        return None
+    lo, hi = (float(w) for w in window)
+    viewers = []
+    for title, path in volumes.items():
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{title}: no NIfTI file at {path}")
+        viewer = NiiVue(height=height)
+        viewer.load_volumes([{"path": str(path), "colormap": "gray", "cal_min": lo, "cal_max": hi}])
+        viewers.append(viewer)
+    return viewers
