@@ -142,7 +142,7 @@ def skeleton(stem: str, *, placeholder: bool = False) -> nbformat.NotebookNode:
             "profile = xl.get_profile()  # $XMODALITY_PROFILE, default cpu\nprint(profile)"
         ),
         md(
-            "## Exercise\n\n:::{admonition} Exercise 1\n:class: note\n"
+            "## Exercise\n\n:::{admonition} Exercise 1 (understanding)\n:class: note\n"
             "Which image size does the active profile use, and where does the paper state "
             "its own (256×256, §3.5)?\n:::"
         ),
