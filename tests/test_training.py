@@ -161,3 +161,44 @@ def test_resume_refuses_to_go_back(tmp_path):
     training.train("unet", prof, data=TinyData(), steps=4, out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="already at step 4"):
         training.train("unet", prof, data=TinyData(), steps=2, out_dir=tmp_path, progress=False)
+
+
+def test_named_steps_by_hand_equal_train(tmp_path):
+    """A lesson can run the loop one named step at a time: start → step → save → resume gives
+    the weights, log and checkpoint of ``train`` itself, bit for bit."""
+    prof = profile(checkpoint_every=2, log_every=1, ema_decay=0.9)
+    whole = training.train("adm", prof, data=TinyData(), steps=3, out_dir=tmp_path / "a",
+                           progress=False)
+
+    run = training.start_run("adm", prof, prof.train.seed, data_seed=TinyData().seed)
+    graphdef, state = nnx.split(run.objects)
+    step_fn = training.make_train_step(graphdef, gamma=prof.train.min_snr_gamma,
+                                       ema_decay=prof.train.ema_decay)
+    for k in range(2):
+        tof, cta = training.as_pair(TinyData().batch_at(k))
+        state, loss = step_fn(state, tof, cta, jax.random.fold_in(run.key, k))
+        run.step = k + 1
+        training.log_metrics(tmp_path / "b.jsonl", {"step": run.step, "loss": float(loss)})
+    nnx.update(run.objects, state)
+    saved = training.save_run(run, tmp_path / "b")
+    assert saved.name == "step_0000002.safetensors"
+    assert [r["step"] for r in training.read_metrics(tmp_path / "b.jsonl")] == [1, 2]
+
+    again = training.start_run("adm", prof, prof.train.seed, data_seed=TinyData().seed)
+    assert training.resume_run(again, tmp_path / "b", prof, steps=3) == saved and again.step == 2
+    graphdef, state = nnx.split(again.objects)
+    tof, cta = training.as_pair(TinyData().batch_at(2))
+    state, _ = step_fn(state, tof, cta, jax.random.fold_in(again.key, 2))
+    nnx.update(again.objects, state)
+    assert training.params_bytes(again.model) == training.params_bytes(whole.model)
+
+
+def test_messages_go_to_the_logger(tmp_path, caplog):
+    prof = profile(checkpoint_every=2, log_every=1)
+    training.train("unet", prof, data=TinyData(), steps=2, out_dir=tmp_path, progress=False)
+    with caplog.at_level("INFO", logger="xmodality_lite.training"):
+        training.train("unet", prof, data=TinyData(), steps=3, out_dir=tmp_path, progress=False)
+    messages = [r.getMessage() for r in caplog.records if r.name == "xmodality_lite.training"]
+    assert any(m.startswith("training 'unet'") for m in messages)
+    assert any("resuming from" in m and "step_0000002" in m and m.endswith("at step 2")
+               for m in messages)

@@ -9,8 +9,10 @@ bit-identical to one that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -39,6 +41,7 @@ from xmodality_lite.diffusion.losses import diffusion_loss, regression_loss
 from xmodality_lite.io import atomic_write_text
 
 KINDS = ("diffusion", "regression")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,16 +70,20 @@ def learning_rate_schedule(cfg) -> optax.Schedule | float:
     to η/100 at ``cfg.steps`` learn far more per step. The horizon is the recipe's ``steps``,
     so stopping a run early (or resuming it) never changes the rate of a given step.
     """
-    peak, warm, total = cfg.learning_rate, cfg.warmup_steps, cfg.steps
-    if cfg.lr_decay not in ("constant", "cosine"):
-        raise ValueError(f"lr_decay must be 'constant' or 'cosine'; got {cfg.lr_decay!r}")
-    if warm == 0 and cfg.lr_decay == "constant":
+    return _schedule(cfg.learning_rate, cfg.warmup_steps, cfg.lr_decay, cfg.steps)
+
+
+@functools.cache
+def _schedule(peak: float, warm: int, decay: str, total: int) -> optax.Schedule | float:
+    if decay not in ("constant", "cosine"):
+        raise ValueError(f"lr_decay must be 'constant' or 'cosine'; got {decay!r}")
+    if warm == 0 and decay == "constant":
         return peak
 
     def schedule(k):
         k = jnp.asarray(k, jnp.float32)
         rate = peak * jnp.minimum(1.0, (k + 1.0) / max(warm, 1))
-        if cfg.lr_decay == "cosine":
+        if decay == "cosine":
             frac = jnp.clip((k - warm) / max(total - warm, 1), 0.0, 1.0)
             rate = rate * (0.01 + 0.99 * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
         return rate
@@ -92,11 +99,7 @@ def adam(learning_rate: float, warmup_steps: int = 0, lr_decay: str = "constant"
     Cached, so optimisers of equal models have equal graph definitions and a second
     ``train`` call in the same process reuses the compiled step.
     """
-    from types import SimpleNamespace
-
-    cfg = SimpleNamespace(learning_rate=learning_rate, warmup_steps=warmup_steps,
-                          lr_decay=lr_decay, steps=steps)
-    return optax.adam(learning_rate_schedule(cfg))
+    return optax.adam(_schedule(learning_rate, warmup_steps, lr_decay, steps))
 
 
 def make_optimizer(model: nnx.Module, profile: Profile) -> nnx.Optimizer:
@@ -205,6 +208,93 @@ def _recipe(profile: dict) -> dict:
     return recipe
 
 
+# --- a run, in named steps: start → resume → (step → log → checkpoint)* ----------------------
+@dataclass
+class Run:
+    """Everything a training run carries from one step to the next.
+
+    The NNX objects (model, Adam optimizer, EMA copy) for checkpoints and lessons; ``key`` and
+    ``step`` (the number of updates made) fix the noise and the batch of every later step;
+    ``meta`` is what a checkpoint records about the run.
+    """
+
+    model: nnx.Module
+    optimizer: nnx.Optimizer
+    ema: nnx.Module | None
+    key: jax.Array
+    step: int
+    meta: dict[str, Any]
+
+    @property
+    def objects(self) -> tuple:
+        return self.model, self.optimizer, self.ema
+
+
+def start_run(model_name: str, profile: Profile, seed: int, *, variant: str = "published",
+              data_seed: int | None = None) -> Run:
+    """A fresh run at step 0: the model initialised from ``seed``, Adam, and an EMA copy of the
+    weights in buffers of its own when ``profile.train.ema_decay > 0``."""
+    model = build(model_name, profile, seed, variant)
+    optimizer = make_optimizer(model, profile)
+    ema = None
+    if profile.train.ema_decay > 0:
+        ema = nnx.clone(model)
+        nnx.update(ema, jax.tree.map(jnp.copy, nnx.state(ema)))
+    # (data_seed, step) is the data position: the batch of step s is data.batch_at(s)
+    meta = {"model": model_name, "variant": variant, "profile": profile.to_dict(), "seed": seed,
+            "data_seed": seed if data_seed is None else data_seed, "kind": model.kind}
+    return Run(model, optimizer, ema, jax.random.key(seed), 0, meta)
+
+
+def resume_run(run: Run, ckpt_dir: str | os.PathLike, profile: Profile,
+               steps: int) -> Path | None:
+    """Continue ``run`` from the latest checkpoint in ``ckpt_dir`` (in place); its path, or None.
+
+    Refuses a checkpoint of another run (seed, data seed or variant) or another recipe (the
+    profile less its logging cadence), and one already past ``steps``: each would silently
+    give weights that are not the run asked for.
+    """
+    last = latest_checkpoint(ckpt_dir)
+    if last is None:
+        return None
+    ckpt = load_checkpoint(last, run.model, run.optimizer, model_name=run.meta["model"],
+                           profile=profile)
+    fields = ("seed", "data_seed", "variant")
+    got, want = ([m.get(k) for k in fields] for m in (ckpt.meta, run.meta))
+    if got != want:
+        raise ValueError(f"{last}: was trained with (seed, data seed, variant) {got}, "
+                         f"this run uses {want}; pass resume=False or another out_dir")
+    if _recipe(ckpt.meta["profile"]) != _recipe(run.meta["profile"]):
+        raise ValueError(f"{last}: was trained with another recipe (profile data or training "
+                         "settings differ); pass resume=False or another out_dir")
+    if ckpt.step > steps:
+        raise ValueError(f"{last}: the run is already at step {ckpt.step}, past the {steps} "
+                         "steps asked for; pass resume=False or another out_dir")
+    if run.ema is not None and ckpt.ema is not None:
+        nnx.update(run.ema, ckpt.ema)
+    run.key, run.step = ckpt.key, ckpt.step
+    logger.info("resuming from %s at step %d", last, ckpt.step)
+    return last
+
+
+def log_metrics(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one record (step, loss, steps/s, wall time) to a ``metrics.jsonl`` log."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save_run(run: Run, ckpt_dir: str | os.PathLike, keep: int = 3) -> Path:
+    """Checkpoint ``run`` (weights, Adam moments, EMA, key, step) as
+    ``ckpt_dir/step_NNNNNNN.safetensors``, then keep only the latest ``keep``."""
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = save_checkpoint(ckpt_dir / checkpoint_name(run.step), run.model, run.optimizer,
+                           run.step, run.key, run.meta,
+                           ema=None if run.ema is None else nnx.state(run.ema, nnx.Param))
+    prune_checkpoints(ckpt_dir, keep)
+    return path
+
+
 def train(model_name: str, profile: Profile | str | None = None, *, data=None,
           steps: int | None = None, out_dir: str | os.PathLike | None = None,
           resume: bool = True, seed: int | None = None, progress: bool = True,
@@ -218,6 +308,10 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
     at the end (the last ``keep_checkpoints`` are kept); with ``resume`` the latest checkpoint
     there is continued bit-identically.
     With several local devices the batch is split over them (see :mod:`parallel`).
+
+    The loop is the named steps above: :func:`start_run`, :func:`resume_run`, then per step
+    the jitted :func:`make_train_step`, :func:`log_metrics` and :func:`save_run`. Messages go
+    to the ``xmodality_lite.training`` logger, progress to a tqdm bar (``progress=False``: neither).
     """
     profile = get_profile(profile)
     cfg = profile.train
@@ -226,62 +320,29 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
     data = default_data(profile, seed) if data is None else data
-    log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
-    log(f"training {model_name!r} ({variant}) for {steps} steps, profile {profile.to_json()}")
+    with _announce(progress):
+        logger.info("training %r (%s) for %d steps, profile %s", model_name, variant, steps,
+                    profile.to_json())
+        run = start_run(model_name, profile, seed, variant=variant,
+                        data_seed=getattr(data, "seed", seed))
+        ckpt_dir = metrics_path = None
+        wall_offset = 0.0  # wall time of the run before this invocation (resume)
+        if out_dir is not None:
+            ckpt_dir, metrics_path = Path(out_dir) / "checkpoints", Path(out_dir) / "metrics.jsonl"
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            if resume:
+                resume_run(run, ckpt_dir, profile, steps)
+            wall_offset = _truncate_log(metrics_path, run.step)
 
-    model = build(model_name, profile, seed, variant)
-    optimizer = make_optimizer(model, profile)
-    ema = None
-    if cfg.ema_decay > 0:  # the EMA weights travel as a model, in their own buffers
-        ema = nnx.clone(model)
-        nnx.update(ema, jax.tree.map(jnp.copy, nnx.state(ema)))
-    key, start = jax.random.key(seed), 0
-    # (data_seed, step) is the data position: the batch of step s is data.batch_at(s)
-    meta = {"model": model_name, "variant": variant, "profile": profile.to_dict(), "seed": seed,
-            "data_seed": getattr(data, "seed", seed), "kind": model.kind}
-
-    ckpt_dir = metrics_path = None
-    wall_offset = 0.0  # wall time of the run before this invocation (resume)
-    if out_dir is not None:
-        ckpt_dir, metrics_path = Path(out_dir) / "checkpoints", Path(out_dir) / "metrics.jsonl"
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        last = latest_checkpoint(ckpt_dir) if resume else None
-        if last is not None:
-            ckpt = load_checkpoint(last, model, optimizer, model_name=model_name, profile=profile)
-            run = ("seed", "data_seed", "variant")
-            got, want = ([m.get(k) for k in run] for m in (ckpt.meta, meta))
-            if got != want:
-                raise ValueError(f"{last}: was trained with (seed, data seed, variant) {got}, "
-                                 f"this run uses {want}; pass resume=False or another out_dir")
-            if _recipe(ckpt.meta["profile"]) != _recipe(profile.to_dict()):
-                raise ValueError(f"{last}: was trained with another recipe (profile data or "
-                                 "training settings differ); pass resume=False or another "
-                                 "out_dir")
-            if ema is not None and ckpt.ema is not None:
-                nnx.update(ema, ckpt.ema)
-            key, start = ckpt.key, ckpt.step
-            if start > steps:
-                raise ValueError(f"{last}: the run is already at step {start}, past the "
-                                 f"{steps} steps asked for; pass resume=False or another out_dir")
-            log(f"resuming from {last} at step {start}")
-        wall_offset = _truncate_log(metrics_path, start)
-
-    graphdef, state = nnx.split((model, optimizer, ema))
+    # the loop runs on one pure pytree; the NNX objects are refreshed from it to checkpoint
+    graphdef, state = nnx.split(run.objects)
     mesh = parallel.data_mesh() if jax.local_device_count() > 1 else None
     if mesh is not None:
         state = parallel.replicate(state, mesh)
     train_step = make_train_step(graphdef, gamma=cfg.min_snr_gamma, ema_decay=cfg.ema_decay,
                                  ema_warmup=cfg.ema_warmup)
 
-    def save(step: int) -> Path | None:
-        if ckpt_dir is None:
-            return None
-        nnx.update((model, optimizer, ema), state)
-        path = save_checkpoint(ckpt_dir / checkpoint_name(step), model, optimizer, step, key,
-                               meta, ema=None if ema is None else nnx.state(ema, nnx.Param))
-        prune_checkpoints(ckpt_dir, keep_checkpoints)
-        return path
-
+    start = run.step
     window, final_loss, saved = [], float("nan"), None
     t0 = t_log = time.perf_counter()
     timed_from, t_timed = start, None
@@ -291,9 +352,9 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
         tof, cta = as_pair(data.batch_at(step))
         if mesh is not None:
             tof, cta = parallel.shard_batch((tof, cta), mesh)
-        state, loss = train_step(state, tof, cta, jax.random.fold_in(key, step))
+        state, loss = train_step(state, tof, cta, jax.random.fold_in(run.key, step))
         window.append(loss)
-        done = step + 1
+        run.step = done = step + 1
         if done == start + 1:  # exclude compilation from the rate
             jax.block_until_ready(loss)
             t_timed, timed_from = time.perf_counter(), done
@@ -304,20 +365,41 @@ def train(model_name: str, profile: Profile | str | None = None, *, data=None,
             window, t_log = [], now
             bar.set_postfix(loss=f"{final_loss:.4f}", steps_s=f"{rate:.2f}")
             if metrics_path is not None:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps({"step": done, "loss": final_loss, "steps_per_s": rate,
-                                        "wall_s": wall_offset + now - t0}) + "\n")
-        if done % cfg.checkpoint_every == 0 or done == steps:
-            saved = save(done)
+                log_metrics(metrics_path, {"step": done, "loss": final_loss, "steps_per_s": rate,
+                                           "wall_s": wall_offset + now - t0})
+        if ckpt_dir is not None and (done % cfg.checkpoint_every == 0 or done == steps):
+            nnx.update(run.objects, state)
+            saved = save_run(run, ckpt_dir, keep_checkpoints)
     bar.close()
     jax.block_until_ready(state)
-    nnx.update((model, optimizer, ema), state)
+    nnx.update(run.objects, state)
     n_timed = steps - timed_from
     rate = n_timed / (time.perf_counter() - t_timed) if t_timed and n_timed else float("nan")
-    return TrainResult(model=model, ema=None if ema is None else nnx.state(ema, nnx.Param),
+    return TrainResult(model=run.model,
+                       ema=None if run.ema is None else nnx.state(run.ema, nnx.Param),
                        step=max(steps, start), final_loss=final_loss, steps_per_s=rate,
                        out_dir=None if out_dir is None else Path(out_dir),
                        checkpoint=saved)
+
+
+@contextlib.contextmanager
+def _announce(progress: bool):
+    """Show this module's INFO messages on stderr while training with ``progress`` when the
+    application configured no logging of its own (a notebook, the CLI); otherwise leave the
+    logger alone."""
+    handler = None
+    if progress and not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        previous = logger.level
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
 
 
 def params_bytes(model: nnx.Module) -> bytes:
