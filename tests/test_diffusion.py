@@ -202,7 +202,7 @@ def test_ddpm_oracle_ends_at_x0(steps):
     np.testing.assert_allclose(x, x0, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+@pytest.mark.parametrize("name", list(diff.SAMPLERS))
 def test_sampling_is_deterministic_in_key(name):
     cond = _x0((2, 8, 16, 1))
     a = diff.sample(name, _zero_model, cond, KEY, steps=4)
@@ -214,7 +214,7 @@ def test_sampling_is_deterministic_in_key(name):
     assert np.all(np.abs(np.asarray(a)) <= 1.0)
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+@pytest.mark.parametrize("name", list(diff.SAMPLERS))
 def test_sampling_bfloat16(name):
     x0 = _x0()
     x = diff.sample(name, _oracle, x0.astype(jnp.bfloat16), KEY, steps=5)
@@ -291,3 +291,24 @@ def test_nnx_module_path_compiles_once():
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("name", list(diff.SAMPLERS))
+def test_sampler_steps_share_one_typed_signature(name):
+    """Every registered step function has the driver's signature, fully annotated."""
+    import inspect
+    import typing
+
+    step = diff.get_sampler(name)
+    assert step is diff.SAMPLERS[name]
+    hints = typing.get_type_hints(step)
+    params = list(inspect.signature(step).parameters)
+    assert params == ["z_t", "x0_hat", "logsnr_t", "logsnr_s", "key", "is_last"]
+    assert all(hints[p] is jax.Array for p in params) and hints["return"] is jax.Array
+
+
+def test_unknown_sampler_is_one_check():
+    with pytest.raises(ValueError, match=r"unknown sampler 'euler'; choose one of \['ddim', 'ddpm'\]"):
+        diff.get_sampler("euler")
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        diff.sample("euler", _zero_model, _x0(), KEY, steps=2)

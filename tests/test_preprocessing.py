@@ -202,3 +202,16 @@ def test_slice_size_resamples_as_the_volume_pipeline(tmp_path):
         np.testing.assert_allclose(ds["train"].cta[i], np.clip(cta, -1, 1), atol=1e-5)
     native = build_slice_dataset(pairs, smoke, cache_dir=tmp_path, progress=False)
     assert native["train"].tof.shape[1:] == (24, 20)  # None keeps the native grid (the paper)
+
+
+def test_preprocessing_only_gathers_names_from_their_homes():
+    """xl.preprocessing is the paper's word for the step; it holds no code of its own, only the
+    objects of config, data.slices and data.dataset (so nothing here can drift from them)."""
+    from xmodality_lite import config, preprocessing
+    from xmodality_lite.data import dataset, slices
+
+    homes = (config, slices, dataset)
+    for name in preprocessing.__all__:
+        owners = [m for m in homes if getattr(m, name, None) is getattr(preprocessing, name)]
+        assert owners, f"preprocessing.{name} is not an object of config/data.slices/data.dataset"
+    assert preprocessing.HU_WINDOW is config.HU_WINDOW

@@ -13,12 +13,35 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 ProfileName = Literal["smoke", "cpu", "paper"]
 ENV_VAR = "XMODALITY_PROFILE"
 CACHE_ENV_VAR = "XMODALITY_CACHE"  # the base folder of every cache (datasets, runs, JAX)
 DEFAULT_PROFILE: ProfileName = "cpu"
+
+# The CTA window of the paper (§3.1), HU: training targets are windowed to it, synthetic CTAs
+# live in it, and the Table 3 metrics clip to it. Every module imports this one object.
+HU_WINDOW: tuple[float, float] = (-50.0, 350.0)
+HU_WINDOW_TEXT = "[{:g}, {:g}] HU".format(*HU_WINDOW).replace("-", "\u2212")  # "[−50, 350] HU"
+
+# How a trainer and a translator call a model (its ``kind`` attribute): a "diffusion" model
+# predicts v from (z_t, TOF, λ) and is sampled (paper §3.3); the "regression" U-Net maps TOF →
+# CTA in one pass (paper §3.2). Written once here; ``model_kind`` is the one check.
+ModelKind = Literal["diffusion", "regression"]
+MODEL_KINDS: tuple[ModelKind, ...] = get_args(ModelKind)
+# The sampler names as a type for the config's field; the registry of step functions is
+# ``diffusion.SAMPLERS`` (JAX code), whose keys tests/test_config.py checks equal these.
+SamplerName = Literal["ddpm", "ddim"]
+
+
+def model_kind(model: Any) -> ModelKind:
+    """``model.kind``, checked: one of :data:`MODEL_KINDS`, else a ValueError naming the model."""
+    kind = getattr(model, "kind", None)
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model {type(model).__name__} has kind {kind!r}; "
+                         f"expected one of {MODEL_KINDS}")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -36,7 +59,7 @@ class DataConfig:
     # whole slices to the model's size), so anatomy arrives at the size it was learnt at.
     slice_size: int | None = None
     # preprocessing (paper §3.1; reference prepare.py)
-    hu_window: tuple[float, float] = (-50.0, 350.0)
+    hu_window: tuple[float, float] = HU_WINDOW
     min_foreground_px: int = 200
     min_overlap_dice: float = 0.3
     split: tuple[float, float, float] = (0.70, 0.15, 0.15)
@@ -65,7 +88,7 @@ class TrainConfig:
 class SampleConfig:
     """Sampling defaults (paper §4.1–4.2)."""
 
-    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    sampler: SamplerName = "ddpm"
     steps: int = 128
     batch_size: int = 32
     seed: int = 42

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from xmodality_lite.checkpoint import load_model, read_metadata
-from xmodality_lite.config import get_profile
+from xmodality_lite.config import HU_WINDOW, HU_WINDOW_TEXT, get_profile
 from xmodality_lite.io import atomic_path, atomic_write_text
 from xmodality_lite.metrics import evaluate_slices, format_table
 from xmodality_lite.translation import translate_slices
@@ -119,11 +119,11 @@ def plot_samples(tof: np.ndarray, pred: np.ndarray, cta: np.ndarray, *, title: s
     for i in range(n):
         for j, (img, name) in enumerate(((tof, "TOF-MRA"), (pred, "synthetic CTA"), (cta, "CTA"))):
             hu = img[i, ..., 0] if j == 0 else unwindow_hu(img[i, ..., 0])
-            lo, hi = (-1, 1) if j == 0 else (-50, 350)
+            lo, hi = (-1, 1) if j == 0 else HU_WINDOW
             axes[i, j].imshow(hu, cmap="gray", vmin=lo, vmax=hi)
             axes[i, j].set_axis_off()
             if i == 0:
-                axes[i, j].set_title(name if j == 0 else f"{name} [−50, 350] HU", fontsize=9)
+                axes[i, j].set_title(name if j == 0 else f"{name} {HU_WINDOW_TEXT}", fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -355,7 +355,7 @@ def format_volume_tables(report: dict[str, Any]) -> str:
     s = report["settings"]
     ci = {(r["model"], r["metric"]): r for r in report["summary"]}
     pct = f"{100 * s['level']:g} %"
-    groups = [(f"{title}, [−50, 350] HU", [f"{r}_{m}" for m in REGION_METRICS])
+    groups = [(f"{title}, {HU_WINDOW_TEXT}", [f"{r}_{m}" for m in REGION_METRICS])
               for r, title in REGIONS.items()]
     groups.append((f"Vessels (≥ {VESSEL_HU:g} HU, intracranial)", list(VESSEL_METRICS)))
     out = [f"Items: {len(s['items'])} phantom patients ({', '.join(s['items'])}); mean "
@@ -428,24 +428,19 @@ def plot_volume_comparison(pair, synthetic_hu: np.ndarray, masks: dict[str, np.n
     import nibabel as nib
     from matplotlib.figure import Figure
 
-    from xmodality_lite.data.views import (
-        CTA_WINDOW,
-        mask_overlay_mips,
-        orthogonal_views,
-        three_plane_mips,
-    )
+    from xmodality_lite.data.views import mask_overlay_mips, orthogonal_views, three_plane_mips
     from xmodality_lite.vessels import vessel_mask
 
-    cta = np.clip(np.asarray(pair.cta.dataobj, np.float32), *CTA_WINDOW)
-    synthetic = np.clip(np.asarray(synthetic_hu, np.float32), *CTA_WINDOW)
+    cta = np.clip(np.asarray(pair.cta.dataobj, np.float32), *HU_WINDOW)
+    synthetic = np.clip(np.asarray(synthetic_hu, np.float32), *HU_WINDOW)
     image = lambda x: nib.Nifti1Image(np.asarray(x, np.float32), pair.cta.affine)  # noqa: E731
     brain = masks["brain"]
     fig = Figure(figsize=(10, 13), layout="constrained")
     axes = fig.subplots(4, 3)
-    three_plane_mips(axes[0], image(np.where(brain, cta, CTA_WINDOW[0])), window=CTA_WINDOW,
+    three_plane_mips(axes[0], image(np.where(brain, cta, HU_WINDOW[0])), window=HU_WINDOW,
                      name="CTA, bone removed,")
-    three_plane_mips(axes[1], image(np.where(brain, synthetic, CTA_WINDOW[0])),
-                     window=CTA_WINDOW, name="synthetic,")
+    three_plane_mips(axes[1], image(np.where(brain, synthetic, HU_WINDOW[0])),
+                     window=HU_WINDOW, name="synthetic,")
     cow = np.mean([pair.landmarks[k] for k in ("R-ICA-terminus", "L-ICA-terminus", "BA-tip")], 0)
     orthogonal_views(axes[2], image(synthetic - cta), window=(-error_window, error_window),
                      centre_mm=cow, name="error", cmap="RdBu_r")

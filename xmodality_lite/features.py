@@ -1,7 +1,7 @@
 """Feature extractors for the Fréchet distance (paper §3.4): ViT-B/16 and an offline stand-in.
 
 The paper's FD uses Google's ImageNet-21k ViT-B/16 (Dosovitskiy et al. 2021) exactly as the
-authors' code does (xmodality facts §11): a 256² grayscale slice in [0, 1] is repeated to three
+authors' code does (their ``vit.py``): a 256² grayscale slice in [0, 1] is repeated to three
 channels with **no** mean/std normalisation, the 14×14 position-embedding grid of the 224-px
 checkpoint is interpolated to 16×16 (``scipy.ndimage.zoom``, order 1; class token kept), and the
 feature is the 768-d class token after the final ``encoder_norm`` (no ``pre_logits``, no head).
@@ -20,7 +20,7 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,9 @@ WEIGHTS_ENV = "XMODALITY_VIT_WEIGHTS"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "weights" / "ViT-B_16.npz"
 WEIGHTS_URL = "https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz"
 FD_IMAGE_SIZE = 256  # the authors' FD input: 256² slices, 16×16 patches + class token
-EXTRACTORS = ("vit", "standin", "auto")
+# FD feature extractors by name: "auto" is "vit" when its weights are present, else "standin"
+ExtractorName = Literal["auto", "vit", "standin"]
+EXTRACTORS: tuple[ExtractorName, ...] = get_args(ExtractorName)
 
 
 # --------------------------------------------------------------------------- model
@@ -271,7 +273,7 @@ def resolve_extractor(extractor: str, weights: str | os.PathLike | None = None) 
     return extractor
 
 
-def fd_features(images, *, extractor: Literal["vit", "standin", "auto"] = "vit",
+def fd_features(images, *, extractor: ExtractorName = "vit",
                 weights: str | os.PathLike | None = None) -> FDFeatures:
     """FD features of grayscale images in [0, 1] ([N, H, W, 1]), labelled with their extractor."""
     name = resolve_extractor(extractor, weights)

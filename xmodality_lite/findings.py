@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from xmodality_lite.config import HU_WINDOW_TEXT
+
 NAMES = {"unet": "U-Net", "adm": "ADM", "uvit": "U-ViT", "dit": "DiT"}
 LOWER_IS_BETTER = {"mse": True, "mae": True, "psnr": False, "ssim": False, "fd": True,
                    "vessel_dice": False, "vessel_cldice": False, "label_dice": False,
@@ -179,7 +181,7 @@ def readme_summary(record: Mapping[str, Any] | None = None) -> str:
     parts = [
         f"Trained steps: {steps} ({minutes:.0f} min in all on the machine that trained them). "
         f"On {sl['n']} held-out test slices of the phantom (patients no model saw), DDIM "
-        f"{sl['steps']} steps, metrics on [0, 1] of the [−50, 350] HU window as in Table 1:",
+        f"{sl['steps']} steps, metrics on [0, 1] of the {HU_WINDOW_TEXT} window as in Table 1:",
         "", slice_table(sl["metrics"]), "", describe(f)]
     table = vessel_table(record)
     if table:

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from xmodality_lite.config import HU_WINDOW  # the CTA window (paper §3.1); Table 3 clips to it
 from xmodality_lite.features import FDFeatures, fd_features
 
-HU_WINDOW = (-50.0, 350.0)  # CTA window of the paper (§3.1); Table 3 metrics live here
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 
 
@@ -201,7 +201,8 @@ def transverse_slices_for_fd(volume_hu: np.ndarray, *,
     """A CTA volume [X, Y, Z] in HU → its transverse slices [Z, X, Y, 1] in [0, 1] for the FD.
 
     HU are clipped to ``hu_window`` and scaled to [0, 1] as the authors' volume FD does; the
-    ViT extractor then resizes each slice to 256² (facts §11). Note the paper's text says FDs are
+    ViT extractor then resizes each slice to 256² (as the reference's
+    ``external_validation.py`` zooms each slice, cubic spline). Note the paper's text says FDs are
     averaged per patient, whereas the authors' code pools the slices of all subjects.
     """
     lo, hi = hu_window
@@ -273,7 +274,8 @@ class FDAccumulator:
     """Fréchet distance between real and synthetic features gathered over many batches.
 
     Unlike the reference evaluator, whose statistics live on the class and so leak from one
-    step count of a sweep into the next (xmodality facts §11), each instance starts empty and
+    step count of a sweep into the next (``utils.Evaluator.stats`` is a class-level list that
+    ``compute_fd.py`` never resets), each instance starts empty and
     ``reset()`` really empties it. The extractor name is recorded so that a stand-in FD is
     never mistaken for the paper's ViT-B/16 FD.
     """

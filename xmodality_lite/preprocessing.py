@@ -1,9 +1,14 @@
 """Preprocessing of paired TOF-MRA / CTA volumes into training slices (paper §3.1).
 
-The public face of :mod:`xmodality_lite.data.slices` (per-slice operations) and
-:mod:`xmodality_lite.data.dataset` (split, cache, batches).
+Why a module of re-exports: the paper's step is called "preprocessing", and a reader who knows
+the paper looks for ``xl.preprocessing`` (the lessons, the CLI's ``preprocess`` command and
+:mod:`xmodality_lite.evaluation` import from here). The code lives where each part belongs, once:
+the HU window in :mod:`xmodality_lite.config`, per-slice operations (window, min-max, filter,
+crop) in :mod:`xmodality_lite.data.slices`, and the patient split, cache and batches in
+:mod:`xmodality_lite.data.dataset`. Every name here is that module's object, not a copy.
 """
 
+from xmodality_lite.config import HU_WINDOW
 from xmodality_lite.data.dataset import (
     BatchIterator,
     SliceSet,
@@ -16,7 +21,6 @@ from xmodality_lite.data.dataset import (
     split_patients,
 )
 from xmodality_lite.data.slices import (
-    HU_WINDOW,
     SliceDecision,
     minmax_scale,
     random_crop,

@@ -10,7 +10,8 @@ The models are 2-D, so the volume is translated axial slice by axial slice:
 5. resample back to the exact original in-plane shape (cubic spline), clip to [−1, 1],
 6. HU = (y + 1)·200 − 50, i.e. the window [−50, 350] (paper §3.1),
 7. write float32 on the TOF's grid and affine; the on-disk dtype is set explicitly, not
-   inherited from the TOF header (facts §10).
+   inherited from the TOF header (the reference's ``inference.py`` inherits it: a uint16 TOF
+   gives a uint16 CTA).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import nibabel as nib
 import numpy as np
 from flax import nnx
 
-from xmodality_lite.config import get_profile
+from xmodality_lite.config import HU_WINDOW, get_profile
 from xmodality_lite.data.slices import minmax_scale, resample_slices, unwindow_hu
 from xmodality_lite.io import check_output_path, load_nifti, save_nifti
 from xmodality_lite.translation import translate_slices
 
-BACKGROUND_HU = -50.0  # the bottom of the HU window: what stripped slices are filled with
+BACKGROUND_HU = HU_WINDOW[0]  # the bottom of the HU window: what stripped slices are filled with
 
 
 def nonconstant_span(volume: np.ndarray) -> slice:

@@ -20,8 +20,8 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from xmodality_lite.config import get_profile
-from xmodality_lite.diffusion import SAMPLERS, functional, sample
+from xmodality_lite.config import get_profile, model_kind
+from xmodality_lite.diffusion import functional, get_sampler, sample
 
 
 @partial(jax.jit, static_argnames=("pure_fn", "sampler", "steps"))
@@ -57,14 +57,10 @@ def translate_slices(model: nnx.Module, tof_slices, *, sampler: str | None = Non
     tof = np.asarray(tof_slices, np.float32)
     if tof.ndim != 4 or tof.shape[-1] != 1:
         raise ValueError(f"tof_slices must be [N, H, W, 1]; got shape {tof.shape}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    get_sampler(sampler)  # fail before compiling
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    kind = getattr(model, "kind", None)
-    if kind not in ("diffusion", "regression"):
-        raise ValueError(f"model {type(model).__name__} has kind {kind!r}; "
-                         "expected 'diffusion' or 'regression'")
+    kind = model_kind(model)
     n = len(tof)
     batch_size = max(1, min(batch_size, n))
     graphdef, state = nnx.split(model)

@@ -12,7 +12,8 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-HU_WINDOW = (-50.0, 350.0)
+from xmodality_lite.config import HU_WINDOW
+from xmodality_lite.vessels import dice
 
 
 def window_hu(hu: np.ndarray, window: tuple[float, float] = HU_WINDOW) -> np.ndarray:
@@ -38,7 +39,8 @@ def minmax_scale(x: np.ndarray, axis: int | tuple[int, ...] | None = None) -> np
     """Min-max scale to [−1, 1] over ``axis`` (``(-2, -1)`` = per 2-D slice); constant → 0.
 
     The TOF normalisation the reference effectively uses is per-slice min-max: its per-volume
-    z-score is a positive affine map, which the per-slice min-max cancels (xmodality-facts §15.8).
+    z-score is a positive affine map, which the per-slice min-max cancels (the reference's
+    ``prepare.py`` z-scores each volume and its ``SliceDS`` min-maxes each slice).
     """
     x = np.asarray(x, np.float32)
     lo, hi = x.min(axis=axis, keepdims=True), x.max(axis=axis, keepdims=True)
@@ -69,7 +71,7 @@ def slice_filter(tof_slice: np.ndarray, cta_slice: np.ndarray, *, tof_threshold:
                  min_pixels: int = 200, min_dice: float = 0.3) -> SliceDecision:
     """Keep a slice pair only if both foregrounds have ≥ ``min_pixels`` and Dice ≥ ``min_dice``.
 
-    Foregrounds as in the reference (xmodality-facts §8): TOF > ``tof_threshold`` — the reference
+    Foregrounds as in the reference's ``prepare.py``: TOF > ``tof_threshold`` — the reference
     z-scores the volume and uses ``> 0``, i.e. above the *volume* mean, so pass that mean here
     for a raw TOF — and CTA > 0 HU. The reference's "empty slice" check is implied by the
     pixel minimum.
@@ -80,16 +82,18 @@ def slice_filter(tof_slice: np.ndarray, cta_slice: np.ndarray, *, tof_threshold:
                          f"got {tof_slice.shape} and {cta_slice.shape}")
     src, tgt = tof_slice > tof_threshold, cta_slice > 0
     n_src, n_tgt = int(src.sum()), int(tgt.sum())
-    dice = 2.0 * np.logical_and(src, tgt).sum() / max(n_src + n_tgt, 1)
+    # Dice of the two foregrounds; two empty ones overlap nowhere here (0, not vessels.dice's 1):
+    # an empty pair is never a training slice, even with min_pixels=0
+    overlap = dice(src, tgt) if n_src + n_tgt else 0.0
     if n_src < min_pixels:
         reason = f"tof foreground < {min_pixels} px"
     elif n_tgt < min_pixels:
         reason = f"cta foreground < {min_pixels} px"
-    elif dice < min_dice:
+    elif overlap < min_dice:
         reason = f"dice < {min_dice}"
     else:
         reason = "kept"
-    return SliceDecision(reason == "kept", reason, n_src, n_tgt, float(dice))
+    return SliceDecision(reason == "kept", reason, n_src, n_tgt, float(overlap))
 
 
 def random_crop(rng: np.random.Generator, tof: np.ndarray, cta: np.ndarray, size: int,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-CTA_WINDOW = (-50.0, 350.0)  # Koch et al.'s training window, HU (paper §3.1)
+from xmodality_lite.config import HU_WINDOW
+
+CTA_WINDOW = HU_WINDOW  # Koch et al.'s training window, HU (paper §3.1): the lessons' name for it
 BONE_WINDOW = (-450.0, 1550.0)  # level 550, width 2000 HU
 
 

@@ -1,6 +1,11 @@
 """Diffusion core in log-SNR form: schedules, v-parametrisation, losses and samplers."""
 
-from xmodality_lite.diffusion.losses import diffusion_loss, min_snr_weight, regression_loss
+from xmodality_lite.diffusion.losses import (
+    WEIGHTINGS,
+    diffusion_loss,
+    min_snr_weight,
+    regression_loss,
+)
 from xmodality_lite.diffusion.parametrisation import (
     alpha_sigma,
     eps_from_v,
@@ -17,6 +22,7 @@ from xmodality_lite.diffusion.samplers import (
     ddpm_sample,
     ddpm_step,
     functional,
+    get_sampler,
     sample,
 )
 from xmodality_lite.diffusion.schedules import (
@@ -31,6 +37,7 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULES",
     "Trajectory",
+    "WEIGHTINGS",
     "alpha_sigma",
     "ddim_sample",
     "ddim_step",
@@ -40,6 +47,7 @@ __all__ = [
     "diffusion_loss",
     "eps_from_v",
     "functional",
+    "get_sampler",
     "get_schedule",
     "logsnr_cosine",
     "logsnr_shifted_cosine",

@@ -32,6 +32,11 @@ def min_snr_weight(logsnr: jax.Array, gamma: float = 5.0) -> jax.Array:
     )
 
 
+# Loss weightings w(λ) by name. The paper uses one (eq. 7), which diffusion_loss applies; the
+# registry is what ``python -m xmodality_lite info`` lists and where another would go.
+WEIGHTINGS: dict[str, Callable[..., jax.Array]] = {"min_snr": min_snr_weight}
+
+
 def _check_images(x0: jax.Array, cond: jax.Array, name_x: str, name_c: str) -> None:
     if x0.ndim != 4:
         raise ValueError(f"{name_x} must be NHWC [B, H, W, C]; got shape {tuple(x0.shape)}")

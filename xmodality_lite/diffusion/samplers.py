@@ -26,6 +26,8 @@ from xmodality_lite.diffusion.schedules import logsnr_cosine
 
 ApplyFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 Schedule = Callable[[jax.Array], jax.Array]
+# A sampler's step: (z_t, x̂0, λ_t, λ_s, key, is_last) -> z_s, the one signature of SAMPLERS
+StepFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 # --------------------------------------------------------------------------- model as a function
@@ -77,14 +79,28 @@ def ddpm_posterior(
     return mean, jnp.square(sigma_s) * c
 
 
-def ddpm_step(z_t, x0_hat, logsnr_t, logsnr_s, key, is_last):
+def ddpm_step(
+    z_t: jax.Array,  # [B, H, W, C] float32
+    x0_hat: jax.Array,  # [B, H, W, C] clipped to [−1, 1]
+    logsnr_t: jax.Array,  # [B]
+    logsnr_s: jax.Array,  # [B], λ_s > λ_t
+    key: jax.Array,
+    is_last: jax.Array,  # bool scalar
+) -> jax.Array:
     """Ancestral step z_s ~ q(z_s | z_t, x̂0) (Ho et al. 2020); the last step returns the mean."""
     mean, var = ddpm_posterior(z_t, x0_hat, logsnr_t, logsnr_s)
     noise = jax.random.normal(key, z_t.shape, z_t.dtype)
     return mean + jnp.where(is_last, 0.0, jnp.sqrt(var)) * noise
 
 
-def ddim_step(z_t, x0_hat, logsnr_t, logsnr_s, key, is_last):
+def ddim_step(
+    z_t: jax.Array,  # [B, H, W, C] float32
+    x0_hat: jax.Array,  # [B, H, W, C] clipped to [−1, 1]
+    logsnr_t: jax.Array,  # [B]
+    logsnr_s: jax.Array,  # [B], λ_s > λ_t
+    key: jax.Array,  # unused: the step is deterministic
+    is_last: jax.Array,  # unused
+) -> jax.Array:
     """Deterministic DDIM step, η = 0 (Song et al. 2021, eq. 12): z_s = α_s x̂0 + σ_s ε̂."""
     del key, is_last
     alpha_t, sigma_t = alpha_sigma(expand_logsnr(logsnr_t, z_t, "z_t"))
@@ -92,7 +108,14 @@ def ddim_step(z_t, x0_hat, logsnr_t, logsnr_s, key, is_last):
     return alpha_s * x0_hat + (sigma_s / sigma_t) * (z_t - alpha_t * x0_hat)
 
 
-SAMPLERS: dict[str, Callable[..., jax.Array]] = {"ddpm": ddpm_step, "ddim": ddim_step}
+SAMPLERS: dict[str, StepFn] = {"ddpm": ddpm_step, "ddim": ddim_step}
+
+
+def get_sampler(name: str) -> StepFn:
+    """The step function of sampler ``name``: the one check of a sampler name."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+    return SAMPLERS[name]
 
 
 # ------------------------------------------------------------------------------------ the driver
@@ -107,7 +130,7 @@ class Trajectory(NamedTuple):
 
 @partial(jax.jit, static_argnames=("pure_fn", "steps", "sampler", "schedule", "return_trajectory"))
 def _sample(pure_fn, state, cond, key, *, steps, sampler, schedule, return_trajectory):
-    step_fn = SAMPLERS[sampler]
+    step_fn = get_sampler(sampler)
     batch = cond.shape[0]
     logsnr = schedule(jnp.linspace(1.0, 0.0, steps + 1))  # [steps + 1]
     key_init, key_steps = jax.random.split(key)
@@ -156,8 +179,7 @@ def sample(
     or one stable function (a fresh lambda per call recompiles) and a stable schedule
     (``get_schedule`` returns the same object for the same arguments).
     """
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+    get_sampler(name)  # fail before tracing
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
     if jnp.ndim(cond) != 4:
@@ -177,13 +199,17 @@ def sample(
     )
 
 
-def ddpm_sample(apply_fn, cond, key, *, steps, schedule=logsnr_cosine, return_trajectory=False):
+def ddpm_sample(apply_fn: ApplyFn | nnx.Module, cond: jax.Array, key: jax.Array, *, steps: int,
+                schedule: Schedule = logsnr_cosine, return_trajectory: bool = False
+                ) -> jax.Array | tuple[jax.Array, Trajectory]:
     """Ancestral DDPM sampling (Ho et al. 2020), the paper's default sampler (Tables 1-4)."""
     return sample("ddpm", apply_fn, cond, key, steps=steps, schedule=schedule,
                   return_trajectory=return_trajectory)
 
 
-def ddim_sample(apply_fn, cond, key, *, steps, schedule=logsnr_cosine, return_trajectory=False):
+def ddim_sample(apply_fn: ApplyFn | nnx.Module, cond: jax.Array, key: jax.Array, *, steps: int,
+                schedule: Schedule = logsnr_cosine, return_trajectory: bool = False
+                ) -> jax.Array | tuple[jax.Array, Trajectory]:
     """Deterministic DDIM sampling, η = 0 (Song et al. 2021); the noise is the only randomness."""
     return sample("ddim", apply_fn, cond, key, steps=steps, schedule=schedule,
                   return_trajectory=return_trajectory)
