@@ -10,6 +10,7 @@ from flax import nnx
 
 from xmodality_lite import checkpoint as ck
 from xmodality_lite.config import get_profile
+from xmodality_lite.io import file_sha256
 from xmodality_lite.training import make_optimizer, params_bytes
 
 PROFILE = get_profile("smoke")
@@ -46,7 +47,7 @@ def test_round_trip_restores_everything(tmp_path):
     assert got.meta["profile"] == json.loads(PROFILE.to_json()) and got.meta["data_seed"] == 3
     assert ck.profile_from_dict(got.meta["profile"]) == PROFILE
     side = json.loads(ck.sidecar_path(path).read_text())
-    assert side["sha256"] == ck.file_sha256(path) and side["model"] == "adm"
+    assert side["sha256"] == file_sha256(path) and side["model"] == "adm"
 
 
 def test_load_model_rebuilds_from_metadata(tmp_path, monkeypatch):
@@ -133,4 +134,4 @@ def test_ema_only_keeps_just_the_averaged_weights(tmp_path, monkeypatch):
     assert params_bytes(ck.load_model(path)) == expected
     assert ck.ema_only(path) == path and params_bytes(ck.load_model(path)) == expected  # no-op
     side = json.loads(ck.sidecar_path(path).read_text())
-    assert side["sha256"] == ck.file_sha256(path)
+    assert side["sha256"] == file_sha256(path)

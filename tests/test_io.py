@@ -108,3 +108,24 @@ def test_like_keeps_the_nifti_flavour_header_and_affine_silently(tmp_path, image
     np.testing.assert_allclose(out.affine, like.affine, rtol=1e-6, atol=1e-5)
     assert out.header["descrip"] == b"scanner X" and out.header.get_xyzt_units() == ("mm", "sec")
     assert int(out.header["qform_code"]) == 1 and out.get_data_dtype() == np.float32
+
+
+def test_provenance_hashes_and_commit(tmp_path):
+    """One home for sha256 and the git commit (checkpoints, the dataset cache, the benchmarks)."""
+    import hashlib
+    import re
+
+    from xmodality_lite.io import file_sha256, git_commit, text_sha256
+
+    data = bytes(range(256)) * 5000  # > 1 MiB: more than one chunk
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    assert text_sha256("λ") == hashlib.sha256("λ".encode()).hexdigest()
+    full = git_commit()
+    if full is None:  # an installed package outside a checkout
+        assert git_commit(short=True, mark_dirty=True) is None
+        return
+    assert re.fullmatch(r"[0-9a-f]{40}", full)
+    short = git_commit(short=True)
+    assert full.startswith(short) and len(short) < 40
+    assert git_commit(short=True, mark_dirty=True) in (short, f"{short}-dirty")

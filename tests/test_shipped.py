@@ -15,7 +15,6 @@ from flax import nnx
 
 from xmodality_lite.checkpoint import (
     SHIPPED_DIR,
-    file_sha256,
     load_model,
     load_shipped,
     read_metadata,
@@ -24,9 +23,11 @@ from xmodality_lite.checkpoint import (
     warn_untrained,
 )
 from xmodality_lite.evaluation import REFERENCE_FILE, reference_volume_metrics
+from xmodality_lite.io import file_sha256
+from xmodality_lite.models import MODELS as ARCHITECTURES
 
 SHIPPED = Path(__file__).resolve().parents[1] / "xmodality_lite" / "checkpoints"  # package data
-MODELS = ("unet", "adm", "uvit", "dit")
+MODELS = tuple(ARCHITECTURES)  # unet, adm, uvit, dit: one shipped model per architecture
 RECORD = json.loads((SHIPPED / REFERENCE_FILE).read_text())
 
 

@@ -21,7 +21,6 @@ import importlib.resources
 import json
 import os
 import struct
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors import numpy as st_numpy
 
 from xmodality_lite.config import Profile, get_profile
-from xmodality_lite.io import atomic_write_bytes, atomic_write_text
+from xmodality_lite.io import atomic_write_bytes, atomic_write_text, git_commit
 
 FORMAT = "xmodality_lite.checkpoint/1"
 SUFFIX = ".safetensors"
@@ -115,24 +114,6 @@ def _fill(path: Path, prefix: str, template, tensors: dict[str, np.ndarray]):
 
 
 # ------------------------------------------------------------------ file level
-def git_commit() -> str | None:
-    """The current git commit of the package's work tree, or None outside git."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sidecar_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(path.name.removesuffix(SUFFIX) + ".json")

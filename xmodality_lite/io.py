@@ -1,9 +1,12 @@
-"""NIfTI and file I/O that keeps the affine and header, and never writes half a file."""
+"""NIfTI and file I/O that keeps the affine and header, and never writes half a file; and
+what identifies a file or the code that wrote it (sha256, git commit)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,7 +129,8 @@ def save_nifti(
     The affine and header come from ``like`` (an image on the same grid) or are given
     directly; a NIfTI-2 header gives a NIfTI-2 file, anything else NIfTI-1. The data dtype is
     always set explicitly: reusing a uint16 TOF header would otherwise quantise HU values
-    (reference-code gotcha, facts §10).
+    (the reference's ``inference.py`` writes the CTA with the TOF header's on-disk dtype, so a
+    uint16 TOF gives a uint16 "CTA").
     """
     path = Path(path)
     _check_nifti_name(path)
@@ -153,3 +157,37 @@ def save_nifti(
     with atomic_path(path, overwrite=overwrite) as tmp:
         nib.save(img, str(tmp))
     return img
+
+
+# ------------------------------------------------------------------ provenance
+def text_sha256(text: str) -> str:
+    """Hex sha256 of a text's UTF-8 bytes (the cache keys of a data recipe)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit(*, short: bool = False, mark_dirty: bool = False) -> str | None:
+    """The git commit of the package's work tree (``short``: abbreviated; ``mark_dirty``: with
+    ``-dirty`` appended if tracked files are modified), or None outside git."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True,
+                                 cwd=Path(__file__).parent, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", *(["--short"] if short else []), "HEAD")
+    if not commit:
+        return None
+    if mark_dirty and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    return commit

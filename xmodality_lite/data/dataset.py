@@ -29,7 +29,7 @@ from xmodality_lite.data.slices import (
     slice_volume,
     window_hu,
 )
-from xmodality_lite.io import atomic_path, atomic_write_text
+from xmodality_lite.io import atomic_path, atomic_write_text, file_sha256, text_sha256
 
 SPLITS = ("train", "val", "test")
 _FORMAT = 1
@@ -85,7 +85,7 @@ class VolumePair:
 
     def sha256(self) -> str:
         if self.source is not None:
-            return hashlib.sha256(self.source.encode()).hexdigest()
+            return text_sha256(self.source)
         h = hashlib.sha256()
         for a in (self.tof, self.cta):
             a = np.ascontiguousarray(a, np.float32)
@@ -147,10 +147,6 @@ def _manifest(profile: Profile, sources: dict[str, str]) -> dict:
             "sources": sources}
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_slice_dataset(pairs: Sequence[VolumePair], profile: Profile | str | None = None, *,
                         cache_dir: str | os.PathLike | None = None, name: str | None = None,
                         progress: bool = True) -> dict[str, SliceSet]:
@@ -194,7 +190,7 @@ def build_slice_dataset(pairs: Sequence[VolumePair], profile: Profile | str | No
         with atomic_path(path) as tmp:
             np.savez(tmp, **vars(result[split]))
         manifest["slices"][split] = len(result[split])
-        manifest["files"][path.name] = _file_sha256(path)
+        manifest["files"][path.name] = file_sha256(path)
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
     return result
 
@@ -207,7 +203,7 @@ def _load_cache(folder: Path, manifest: dict) -> dict[str, SliceSet] | None:
     if any(stored.get(k) != v for k, v in json.loads(json.dumps(manifest)).items()):
         return None
     files = stored.get("files", {})
-    if any(not (folder / f).exists() or _file_sha256(folder / f) != h for f, h in files.items()):
+    if any(not (folder / f).exists() or file_sha256(folder / f) != h for f, h in files.items()):
         return None
     out = {}
     for split in SPLITS:
@@ -286,7 +282,7 @@ def phantom_dataset(profile: Profile | str | None = None, *, register: bool = Fa
     from xmodality_lite.registration import register_tof_to_cta
 
     profile = get_profile(profile)
-    code = "".join(_file_sha256(Path(m.__file__)) for m in (anatomy, phantom, _this_module()))
+    code = "".join(file_sha256(Path(m.__file__)) for m in (anatomy, phantom, _this_module()))
     seeds = [profile.data.seed + i for i in range(profile.data.n_subjects)]
     sources = {f"phantom{s:04d}": f"make_pair({s}, {profile.name!r}) register={register} code={code}"
                for s in seeds}

@@ -15,7 +15,6 @@ File names (nnU-Net style, ``_0000`` = channel suffix; labels drop it):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from xmodality_lite.config import Profile, get_profile, user_cache_dir
-from xmodality_lite.io import NIFTI_SUFFIXES, atomic_write_text, load_nifti, save_nifti
+from xmodality_lite.io import (
+    NIFTI_SUFFIXES,
+    atomic_write_text,
+    load_nifti,
+    save_nifti,
+    text_sha256,
+)
 
 DATA_ENV_VAR = "XMODALITY_DATA"
 
@@ -223,8 +228,7 @@ def patient_source(pair: TopCowPair, *, type_of_transform: str = "SyN", seed: in
 def registration_folder(pair: TopCowPair, *, cache_dir: str | os.PathLike | None = None,
                         type_of_transform: str = "SyN", seed: int = 42) -> Path:
     """``<cache>/topcow-registered/<edition>_<id>-<key>/``: the warped TOF and its transforms."""
-    key = hashlib.sha256(patient_source(pair, type_of_transform=type_of_transform, seed=seed)
-                         .encode()).hexdigest()[:12]
+    key = text_sha256(patient_source(pair, type_of_transform=type_of_transform, seed=seed))[:12]
     return Path(cache_dir or user_cache_dir()) / REGISTERED_DIR / f"{pair.edition}_{pair.id}-{key}"
 
 
@@ -287,7 +291,7 @@ class RegisteredVolumes:
         return np.asarray(load_nifti(self.cta_path, check_finite=False).dataobj, np.float32)
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.source.encode()).hexdigest()
+        return text_sha256(self.source)
 
 
 def topcow_dataset(root: str | os.PathLike | None = None, profile: Profile | str | None = None, *,
@@ -310,6 +314,6 @@ def topcow_dataset(root: str | os.PathLike | None = None, profile: Profile | str
     options = dict(type_of_transform=type_of_transform, seed=seed)
     warped = register_pairs(pairs, cache_dir=cache_dir, progress=progress, **options)
     volumes = [RegisteredVolumes(p.id, warped[p.id], p.cta, patient_source(p, **options)) for p in pairs]
-    folder_key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    folder_key = text_sha256(str(root.resolve()))[:8]
     return build_slice_dataset(volumes, profile, cache_dir=cache_dir, progress=progress,
                                name=f"topcow-{folder_key}-{region}-{profile.name}")
