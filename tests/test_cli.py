@@ -12,8 +12,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from xmodality_lite.checkpoint import SHIPPED_DIR, file_sha256, load_model
-from xmodality_lite.cli import MODEL_NAMES, build_parser, default_translate_model
+from xmodality_lite.checkpoint import SHIPPED_DIR, load_model
+from xmodality_lite.cli import build_parser, default_translate_model, registries
+from xmodality_lite.io import file_sha256
+from xmodality_lite.models import MODELS
 
 COMMANDS = ["phantom", "register", "preprocess", "train", "sample", "translate", "evaluate",
             "info", "train-shipped"]
@@ -95,7 +97,43 @@ def test_info(tmp_path):
     run = cli("info", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "profile smoke" in run.stdout
-    assert all(name in run.stdout for name in MODEL_NAMES)
+    assert all(name in run.stdout for name in MODELS)
+    listed = dict(line.split(None, 1) for line in
+                  run.stdout.split("registries (choices by name):\n", 1)[1].splitlines())
+    assert {k: v.split(", ") for k, v in listed.items()} == registries()
+
+
+def test_registries_name_every_choice():
+    from xmodality_lite.config import PROFILES
+    from xmodality_lite.diffusion import SAMPLERS, SCHEDULES, WEIGHTINGS
+    from xmodality_lite.features import EXTRACTORS
+
+    assert registries() == {"models": list(MODELS), "samplers": list(SAMPLERS),
+                            "schedules": list(SCHEDULES), "weightings": list(WEIGHTINGS),
+                            "extractors": list(EXTRACTORS), "profiles": list(PROFILES)}
+
+
+def test_cli_choices_come_from_the_registries(monkeypatch, capsys):
+    """A model, sampler or extractor added to its registry is a CLI choice with no CLI edit."""
+    from xmodality_lite import features
+    from xmodality_lite.diffusion import SAMPLERS, ddim_step
+
+    monkeypatch.setitem(MODELS, "fakenet", MODELS["unet"])
+    monkeypatch.setitem(SAMPLERS, "fakesampler", ddim_step)
+    monkeypatch.setattr(features, "EXTRACTORS", (*features.EXTRACTORS, "fakefd"))
+    parser = build_parser()
+    assert parser.parse_args(["train", "fakenet", "--out", "r"]).model == "fakenet"
+    assert parser.parse_args(["train-shipped"]).models == list(MODELS)
+    args = parser.parse_args(["evaluate", "c.safetensors", "--out", "e", "--sampler",
+                              "fakesampler", "--extractor", "fakefd"])
+    assert (args.sampler, args.extractor) == ("fakesampler", "fakefd")
+    assert parser.parse_args(["translate", "t.nii", "o.nii", "--sampler",
+                              "fakesampler"]).sampler == "fakesampler"
+    for command, word in (("train", "fakenet"), ("train-shipped", "fakenet"),
+                          ("sample", "fakesampler"), ("evaluate", "fakefd")):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        assert word in capsys.readouterr().out
 
 
 @pytest.mark.slow

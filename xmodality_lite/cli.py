@@ -1,7 +1,10 @@
 """Command line: ``python -m xmodality_lite <command> --help``.
 
 Every command takes ``--profile`` (default ``$XMODALITY_PROFILE``, else ``cpu``). Errors are
-printed as one line on stderr with a non-zero exit status, never as a traceback.
+printed as one line on stderr with a non-zero exit status, never as a traceback. The choices of
+``model``, ``--sampler`` and ``--extractor`` are the keys of the package's registries
+(:func:`registries`), so a model added to ``models.MODELS`` is a CLI choice with no edit here;
+``python -m xmodality_lite info`` lists them.
 """
 
 from __future__ import annotations
@@ -16,8 +19,20 @@ from pathlib import Path
 
 from xmodality_lite.config import ENV_VAR, PROFILES, get_profile
 
-MODEL_NAMES = ("unet", "adm", "uvit", "dit")
 EXIT_ERROR = 2
+
+
+def registries() -> dict[str, list[str]]:
+    """Every choice made by name, from the registry that holds it: models, samplers, schedules,
+    loss weightings, FD extractors and profiles (imported here, not at module import, so
+    ``import xmodality_lite.cli`` stays free of JAX)."""
+    from xmodality_lite.diffusion import SAMPLERS, SCHEDULES, WEIGHTINGS
+    from xmodality_lite.features import EXTRACTORS
+    from xmodality_lite.models import MODELS
+
+    return {"models": list(MODELS), "samplers": list(SAMPLERS), "schedules": list(SCHEDULES),
+            "weightings": list(WEIGHTINGS), "extractors": list(EXTRACTORS),
+            "profiles": list(PROFILES)}
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -190,15 +205,18 @@ def cmd_info(args) -> None:
     import jax
 
     from xmodality_lite import __version__
-    from xmodality_lite.models import count_params
+    from xmodality_lite.models import MODELS, count_params
 
     profile = get_profile(args.profile)
     print(f"xmodality_lite {__version__}  python {platform.python_version()}  "
           f"jax {jax.__version__}  flax {flax.__version__}")
     print(f"devices: {', '.join(str(d) for d in jax.devices())}")
     print(f"profile {profile.name}: {profile.to_json()}")
-    for name in MODEL_NAMES:
+    for name in MODELS:
         print(f"  {name:5s} {count_params(name, profile):>13,d} parameters")
+    print("registries (choices by name):")
+    for registry, names in registries().items():
+        print(f"  {registry:10s} {', '.join(names)}")
 
 
 def cmd_train_shipped(args) -> None:
@@ -217,14 +235,13 @@ def cmd_train_shipped(args) -> None:
         SNAPSHOT_MODEL,
         SNAPSHOT_STEPS,
         ema_only,
-        file_sha256,
         save_checkpoint,
         sidecar_path,
         snapshot_name,
     )
     from xmodality_lite.data.dataset import default_cache_dir
     from xmodality_lite.data.topcow import DATA_ENV_VAR
-    from xmodality_lite.io import atomic_write_bytes
+    from xmodality_lite.io import atomic_write_bytes, file_sha256
     from xmodality_lite.training import read_metrics, train
 
     base = get_profile(args.profile)  # `make checkpoints` sets XMODALITY_PROFILE=cpu
@@ -269,8 +286,9 @@ def cmd_train_shipped(args) -> None:
 
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    choices = registries()
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--profile", choices=sorted(PROFILES), default=None,
+    common.add_argument("--profile", choices=sorted(choices["profiles"]), default=None,
                         help=f"run profile (default: a checkpoint's own, else ${ENV_VAR}, "
                              "else cpu)")
     parser = argparse.ArgumentParser(
@@ -290,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "the phantom)")
 
     def sampling(p):
-        p.add_argument("--sampler", choices=["ddpm", "ddim"], default=None,
+        p.add_argument("--sampler", choices=choices["samplers"], default=None,
                        help="diffusion sampler (default: the profile's)")
         p.add_argument("--steps", type=int, default=None, help="sampling steps")
         p.add_argument("--seed", type=int, default=None, help="sampling seed")
@@ -318,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset cache (default: $XMODALITY_CACHE, else the user cache)")
 
     p = add("train", cmd_train, "train one model on the cached slices (TopCoW or the phantom)")
-    p.add_argument("model", choices=MODEL_NAMES)
+    p.add_argument("model", choices=choices["models"])
     data_option(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints/, metrics.jsonl)")
     p.add_argument("--steps", type=int, default=None, help="total steps (default: profile's)")
@@ -351,10 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="folder for results.csv/.md, steps_sweep.png, volumes.* and figures/")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="sampling step counts")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default=None)
+    p.add_argument("--sampler", choices=choices["samplers"], default=None)
     p.add_argument("--n-slices", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--extractor", choices=["auto", "vit", "standin"], default="auto")
+    p.add_argument("--extractor", choices=choices["extractors"], default="auto")
     data_option(p)
     p.add_argument("--volumes", type=int, default=None,
                    help="unseen phantom patients translated as whole volumes for the head, "
@@ -362,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "TopCoW data; 0: skip; diffusion models use the largest --steps)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
 
-    add("info", cmd_info, "versions, devices, profile and model sizes")
+    add("info", cmd_info, "versions, devices, profile, model sizes and the registries (models, "
+        "samplers, schedules, weightings, extractors, profiles)")
 
     p = add("train-shipped", cmd_train_shipped,
             "train the four models (cpu profile) and write <out>/<model>.safetensors")
@@ -373,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folders (resumable checkpoints, metrics.jsonl; default: "
                         "<cache>/runs, the cache being $XMODALITY_CACHE or the user cache)")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
+    p.add_argument("--models", nargs="+", choices=choices["models"],
+                   default=list(choices["models"]))
     return parser
 
 
