@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _layout import published_layout
 from _tiny import adam_losses
 from flax import nnx
-from test_transformer import param_shapes, published_shapes
+from test_transformer import param_shapes
 
 from xmodality_lite.models.dit import (
     DIT_SIZES,
@@ -51,7 +52,7 @@ def test_paper_parameter_count(paper_model):
 
 def test_paper_layout_matches_published(paper_model):
     ours = param_shapes(paper_model)
-    published = published_shapes("dit")
+    published = published_layout("dit")
     mapping = dit_published_mapping(depth=24)
     assert set(mapping) == set(published)
     assert set(mapping.values()) == set(ours) and len(mapping) == len(ours)

@@ -1,11 +1,9 @@
 """Published weight layout: exact key/shape equality with the release, and lossless round trips."""
 
-import re
-from pathlib import Path
-
 import jax
 import numpy as np
 import pytest
+from _layout import published_layout
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
@@ -13,21 +11,7 @@ from xmodality_lite.config import get_profile
 from xmodality_lite.models import MODELS, abstract_model, build_model
 from xmodality_lite.models.published import export_published, load_published, published_shapes
 
-# key and shape of every parameter of the reference code's four models (the released files' scheme)
-LAYOUT = Path(__file__).resolve().parent / "data" / "xmodality-param-layout.txt"
 NAMES = sorted(MODELS)
-
-
-def published_layout(name: str) -> dict[str, tuple[int, ...]]:
-    """Key → shape for ``name`` from the reference listing (``name (d0,d1,…)`` lines)."""
-    layouts, current = {}, None
-    for line in LAYOUT.read_text().splitlines():
-        if header := re.match(r"# =+ model (\w+):", line):
-            current = layouts.setdefault(header.group(1), {})
-        elif current is not None and line and not line.startswith("#"):
-            key, shape = line.rsplit(" ", 1)
-            current[key] = tuple(int(d) for d in shape.strip("()").split(",") if d)
-    return layouts[name]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,12 +1,10 @@
 """Shared transformer pieces against closed forms, flax's reference MHA and the published layout."""
 
-import re
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _layout import published_layout
 from flax import nnx
 
 from xmodality_lite.models.transformer import (
@@ -17,21 +15,6 @@ from xmodality_lite.models.transformer import (
     sincos_2d_embedding,
     transformer_published_mapping,
 )
-
-# Generated from the published flax models (facts §12); in the repository, so never skipped.
-LAYOUT = Path(__file__).parent / "data" / "xmodality-param-layout.txt"
-
-
-def published_shapes(model: str) -> dict[str, tuple[int, ...]]:
-    """Parse one model's section of the reference parameter layout: key → shape."""
-    shapes, inside = {}, False
-    for line in LAYOUT.read_text().splitlines():
-        if line.startswith("# ======= model"):
-            inside = line.split()[3].rstrip(":") == model
-        elif inside and line.strip():
-            key, shape = re.fullmatch(r"(\S+) \(([\d,]+)\)", line.strip()).groups()
-            shapes[key] = tuple(int(s) for s in shape.split(","))
-    return shapes
 
 
 def param_shapes(model: nnx.Module) -> dict[tuple, tuple[int, ...]]:
@@ -108,7 +91,7 @@ def test_uvit_transformer_matches_published_layout():
     # U-ViT middle (facts §4): depth 16, dim 512, 4 heads, mlp 2048, time 512.
     model = nnx.eval_shape(lambda: Transformer(16, 512, 4, 2048, time_dim=512, rngs=nnx.Rngs(0)))
     ours = param_shapes(model)
-    published = {k: s for k, s in published_shapes("uvit").items() if k.startswith("Transformer_0/")}
+    published = {k: s for k, s in published_layout("uvit").items() if k.startswith("Transformer_0/")}
     mapping = transformer_published_mapping(16)
     assert set(mapping) == set(published)
     assert set(mapping.values()) == set(ours) and len(mapping) == len(ours)
