@@ -7,8 +7,8 @@ Colab only::
     from xmodality_lite.colab import install; install()
 
 A plain ``pip install`` would resolve ``jax`` against the tested range of ``pyproject.toml``
-alone, and when Colab's CUDA jax lies outside it, replace it with a CPU wheel (install-facts,
-"Colab"). :func:`plan_install` decides instead, from a :class:`Environment` (Colab or not, GPU
+alone, and when Colab's CUDA jax lies outside it, replace it with a CPU wheel (pip prefers the
+range over the installed CUDA build). :func:`plan_install` decides instead, from a :class:`Environment` (Colab or not, GPU
 or not, installed and already-imported distributions): keep Colab's jax when it fits the tested
 range, else install ``jax[cuda12]`` of that range on a GPU runtime (plain ``jax`` without one).
 :func:`install` runs the plan, says in one line when a distribution it changed had already been

@@ -2,7 +2,8 @@
 
 Whole-volume metrics (paper Table 3) are dominated by air and bone. SynthRAD reports its metrics
 inside a (dilated) body mask instead, and the arteries a CTA is taken for sit in a box of about
-45 × 35 × 22 mm around the Circle of Willis (TopCoW's ROI; data-facts §1.4, §2.3). All masks are
+45 × 35 × 22 mm around the Circle of Willis (the size of TopCoW's ROI crops, 39–50 × 33–37 ×
+19–26 mm, and of the CoW labels' extent measured on TopCoW files). All masks are
 computed from the *real* CTA in HU (not from a synthetic one, which is clipped to [−50, 350] HU)
 and then applied to both images, so two models are always scored on the same voxels.
 """
@@ -14,9 +15,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-HEAD_HU = -300.0  # between air (−1000 HU) and fat (−50 to −100 HU), data-facts §2.1
-BONE_HU = 700.0  # bone spans 700–3000 HU (data-facts §2.1); iodinated arteries stay below ~500
-COW_BOX_MM = (45.0, 35.0, 22.0)  # R–L, A–P, I–S extent of the CoW (data-facts §2.3)
+HEAD_HU = -300.0  # between air (−1000 HU) and fat (−50 to −100 HU), textbook CT values
+BONE_HU = 700.0  # bone spans 700–3000 HU (textbook CT values); iodinated arteries stay below ~500
+COW_BOX_MM = (45.0, 35.0, 22.0)  # R–L, A–P, I–S extent of the CoW labels in TopCoW volumes
 COW_LANDMARKS = ("R-ICA-terminus", "L-ICA-terminus", "R-P1-P2", "L-P1-P2", "BA-tip", "Acom-mid")
 
 

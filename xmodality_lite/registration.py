@@ -1,7 +1,8 @@
 """Non-linear registration of the TOF-MRA (moving) onto the CTA grid (fixed) with ANTs (paper §3.1).
 
 Koch et al. co-register TOF to CTA with ANTs and B-spline interpolation; the ``_Warped`` file
-names of their pairs match ``antsRegistrationSyN``'s output (data-facts §4). We run antspyx's
+names of their pairs (the repository's ``docs/Training.md``) are the output names of
+``antsRegistrationSyN.sh`` for the moving image resampled into the fixed one. We run antspyx's
 ``SyN`` preset (centre-of-mass → affine → SyN, Mattes MI, 32 bins) and resample the TOF once,
 with B-spline, through the composed transform.
 
@@ -84,8 +85,8 @@ def from_ants(ants_img, *, like: nib.Nifti1Image | None = None) -> nib.Nifti1Ima
 
 # --- determinism ---------------------------------------------------------------------------------
 # antspyx 0.6.3's ``ants.config.set_ants_deterministic(True, seed)`` sets
-# ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 and an ANTs random seed (install-facts: bit-identical,
-# ~2x slower). But ITK reads that variable once, at its first filter in the process, so after
+# ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 and an ANTs random seed (bit-identical and ~2x slower
+# when measured in a fresh process). But ITK reads that variable once, at its first filter in the process, so after
 # any earlier ANTs call (even ``to_ants``) the setting is silently ignored — measured here:
 # voxel differences of ~600 between two "deterministic" runs. Deterministic registrations
 # therefore run in a fresh single-threaded Python process (~2 s extra for importing ants).

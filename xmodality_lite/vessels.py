@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-VESSEL_HU = 150.0  # ≥ 150 HU is "good opacification" in CTA (data-facts §2.1, [S21])
+VESSEL_HU = 150.0  # ≥ 150 HU is "good opacification" in CTA (Kim et al., AJNR 2010;31:91-99)
 # Brain is ≤ 45 HU with ≈ 15 HU noise (7 SD below), iodinated arteries ≈ 400–460 HU, and the
 # threshold stays below the top of the [−50, 350] HU window, where synthetic CTAs saturate.
 

@@ -4,7 +4,8 @@ Everything lives in *anatomy space* (RAS mm, MNI-like: origin near the anterior 
 which is also the CTA world space of the phantom. The brain comes from nilearn's bundled
 MNI152 2009 templates (shipped in the wheel, read offline); skull and scalp are shells at a
 fixed distance from a smoothed brain surface; the arteries are tubes along splines through
-control points placed from the geometry in data-facts §2.3, with seeded variants and jitter.
+control points placed from published Circle-of-Willis diameters and positions measured on
+TopCoW labels (the comment above the control points), with seeded variants and jitter.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
-# TopCoW multi-class label ids (data-facts §1.3); 0 = drawn but unlabelled (veins, distal branches)
+# TopCoW multi-class label ids (the challenge's evaluation constants); 0 = drawn but unlabelled
+# (veins, distal branches)
 LABELS = {"BA": 1, "R-PCA": 2, "L-PCA": 3, "R-ICA": 4, "R-MCA": 5, "L-ICA": 6, "L-MCA": 7,
           "R-Pcom": 8, "L-Pcom": 9, "Acom": 10, "R-ACA": 11, "L-ACA": 12, "3rd-A2": 15}
 
@@ -52,10 +54,12 @@ def mni_templates() -> Templates:
 
 
 # --- Circle of Willis -------------------------------------------------------------------------
-# Control points (RAS mm, right side; the left side mirrors x) and radii (mm). Diameters follow
-# data-facts §2.3: cavernous ICA 5.0, ICA terminus 3.6, M1 3.1, A1 2.05, Acom 1.16, BA 3.6→3.1,
-# vertebral 3.9→2.8, P1 2.1–3, Pcom 1.7–3.0. Positions: ICA termini ≈ 24 mm apart, BA ≈ 17 mm
-# behind them, M1 lateral-superior, Acom anterior-superior; the CoW fits ≈ 45×35×22 mm.
+# Control points (RAS mm, right side; the left side mirrors x) and radii (mm). Diameters (mm)
+# follow the literature (JNIS summaries; a 513-adult TOF study for A1/Acom; a 100-case CTA
+# study for P1) and TopCoW labels (Pcom): cavernous ICA 5.0, ICA terminus 3.6, M1 3.1, A1 2.05,
+# Acom 1.16, BA 3.6→3.1, vertebral 3.9→2.8, P1 2.1–3, Pcom 1.7–3.0. Positions, measured on
+# TopCoW labels: ICA termini ≈ 24 mm apart, BA ≈ 17 mm behind them, M1 lateral-superior, Acom
+# anterior-superior; the CoW fits ≈ 45×35×22 mm.
 _ICA_TERMINUS = (12.0, 2.0, -17.0)
 _PCOM_P1_JUNCTION = (9.0, -16.0, -18.0)
 _BASILAR_TIP = (0.0, -14.0, -19.0)
@@ -99,7 +103,7 @@ _MIDLINE_VESSELS = {
                [0.85, 0.85, 0.8, 0.8], 0.85, 0.95),
 }
 # Dural venous sinuses: contrast-filled on CTA, suppressed on TOF by the venous saturation band
-# (data-facts §2.2). Control points are pushed onto the inner table by `_snap_to_inner_table`.
+# (TOF-MRA places a presaturation band above the slab). Control points are pushed onto the inner table by `_snap_to_inner_table`.
 _SINUSES = {
     "SSS": ([(0, 66, 12), (0, 52, 52), (0, 20, 74), (0, -20, 78), (0, -60, 66), (0, -88, 40),
              (0, -100, 8)], [1.6, 2.0, 2.4, 2.8, 3.0, 3.2, 3.4]),
@@ -150,7 +154,8 @@ def _snap_to_inner_table(points: np.ndarray, radii: np.ndarray) -> np.ndarray:
 
 
 def sample_variant(rng: np.random.Generator) -> dict[str, dict[str, int]]:
-    """Seeded CoW variant in TopCoW Task-3 form: 1 = segment present and ≥ 1 mm (data-facts §2.3).
+    """Seeded CoW variant in TopCoW Task-3 form: 1 = segment present and ≥ 1 mm (the usual
+    "hypoplastic" cut-off, e.g. the Tromsø study, Hindenes et al. 2020).
 
     Prevalences: both Pcoms missing 28 % and one missing 25 % (Tromsø), A1 missing/hypoplastic
     6 %, Acom missing 10 %, third A2 5 %, fetal PCA (P1 hypoplastic, large Pcom) 17 % per side.
@@ -213,7 +218,7 @@ def circle_of_willis(rng: np.random.Generator, variant: dict, scale: np.ndarray,
         pts = np.asarray(pts, float)
         pts = (pts + jitter(pts)) * scale
         xyz, r, s = _centreline(pts, radii * rng.uniform(0.92, 1.08))
-        signal = tof * np.exp(-s / 150.0)  # slow distal flow saturates (data-facts §2.2)
+        signal = tof * np.exp(-s / 150.0)  # slow distal flow saturates in the TOF slab
         vessels.append(Vessel(name, LABELS.get(label, 0), xyz.astype(np.float32), r.astype(np.float32),
                               signal.astype(np.float32), hu, True))
     for side, sign in (("R", 1.0), ("L", -1.0)):

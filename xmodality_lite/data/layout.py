@@ -1,4 +1,5 @@
-"""Write phantom patients in the TopCoW file layout (data-facts §1.2), so the real loader runs on them."""
+"""Write phantom patients in the TopCoW file layout (the 2023 and 2024 releases' folder and file
+names), so the real loader runs on them."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """A paired TOF-MRA / CTA head phantom with a known CTA → TOF misalignment (paper §3.1).
 
 One subject's anatomy (``anatomy.py``) lives in CTA world space (RAS mm). Each modality is
-rendered on its own grid, as TopCoW's are (data-facts §1.4: MR finer in-plane and oblique, CT
-coarser; both stored with L,P,S axis codes):
+rendered on its own grid, as TopCoW's are (measured on TopCoW files: MR finer in-plane and
+oblique, CT coarser; both stored with L,P,S axis codes):
 
 * CTA voxel ``v``:  ``x = A_ct v``, value = anatomy(``x``), in HU (int16), plus correlated noise.
 * TOF voxel ``v``:  ``y = A_tof v``, value = anatomy(``T⁻¹(y)``), a T1-weighted inflow contrast
@@ -11,7 +11,8 @@ coarser; both stored with L,P,S axis codes):
 ``T`` (:class:`Misalignment`) maps **CTA world → TOF world**: ``T(x) = R (x + u(x))`` with ``R``
 a rigid 4×4 matrix and ``u`` a smooth displacement (mm). So ``TOF = anatomy ∘ T⁻¹`` and a CTA
 point ``x`` appears in the TOF at world position ``T(x)``, the direction in which ANTs'
-forward transforms of a TOF-moving / CTA-fixed registration map points (data-facts §4).
+forward transforms of a TOF-moving / CTA-fixed registration map points (the direction of
+:mod:`xmodality_lite.registration`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from scipy import ndimage
 from xmodality_lite.config import get_profile
 from xmodality_lite.data.anatomy import Vessel, circle_of_willis, mni_templates, sample_variant
 
-# --- tissue appearance (data-facts §2.1, §2.2) ---------------------------------------------------
+# --- tissue appearance (textbook CT numbers; TOF inflow contrast, TopCoW intensities) ---------
 # Layers outward from the inner skull surface: (name, thickness mm, CTA HU, TOF a.u.).
 _SHELLS = (("inner table", 1.6, 1600.0, 8.0), ("diploe", 3.0, 550.0, 140.0),
            ("outer table", 1.8, 1700.0, 8.0), ("muscle", 2.0, 45.0, 75.0),
@@ -79,7 +80,7 @@ class PhantomPair:
     profile: str
     tof: nib.Nifti1Image  # uint16, TOF grid
     cta: nib.Nifti1Image  # int16 HU, CTA grid
-    labels: nib.Nifti1Image  # uint8 TopCoW ids (data-facts §1.3), CTA grid
+    labels: nib.Nifti1Image  # uint8 TopCoW ids (anatomy.LABELS), CTA grid
     tof_labels: nib.Nifti1Image  # uint8, TOF grid
     transform: Misalignment  # CTA world → TOF world
     landmarks: dict[str, np.ndarray]  # CoW bifurcations, CTA world mm [3]
@@ -96,8 +97,8 @@ class PhantomSettings:
     ct_spacing: tuple[float, float, float]
     mr_shape: tuple[int, int, int]
     mr_spacing: tuple[float, float, float]
-    ct_noise_hu: float | None = None  # None: seeded in 13–17 HU (data-facts §2.1)
-    tof_noise: float = 12.0  # Rician σ; parenchyma ≈ 108 in real TOF (data-facts §1.4)
+    ct_noise_hu: float | None = None  # None: seeded in 13–17 HU (≈ 12 HU on TopCoW CTA)
+    tof_noise: float = 12.0  # Rician σ; parenchyma ≈ 108 in real TOF (TopCoW MR 066)
     max_rotation_deg: float = 6.0
     max_translation_mm: float = 8.0
     warp_mm: float = 1.0  # SD of each sine amplitude of u
@@ -114,7 +115,7 @@ def _grid_points(shape, affine, sl) -> np.ndarray:
 
 
 def _grid_affine(shape, spacing, centre, rotation=np.eye(3)) -> np.ndarray:
-    """L,P,S-stored affine (like TopCoW, data-facts §1.4) whose centre voxel sits at ``centre``."""
+    """L,P,S-stored affine (like TopCoW's files) whose centre voxel sits at ``centre``."""
     linear = rotation @ np.diag([-1.0, -1.0, 1.0]) @ np.diag(spacing)
     affine = np.eye(4)
     affine[:3, :3] = linear
@@ -261,7 +262,7 @@ def make_pair(seed: int, profile=None, **overrides) -> PhantomPair:
     # 1. subject: head size, skull thickness, contrast levels, CoW variant and geometry
     scale = anat_rng.uniform(0.94, 1.06, 3)
     thickness = anat_rng.uniform(0.85, 1.2)
-    hu_arterial = anat_rng.uniform(380.0, 470.0)  # ICA 462, MCA 406, BA 412 HU (data-facts §2.1)
+    hu_arterial = anat_rng.uniform(380.0, 470.0)  # ICA 462, MCA 406, BA 412 HU (Tomography 2021)
     tof_arterial = anat_rng.uniform(5.5, 7.5) * _BRAIN["gm"][1]  # arteries 5–8× parenchyma
     variant = s.variant or sample_variant(anat_rng)
     vessels, landmarks = circle_of_willis(anat_rng, variant, scale)
@@ -299,7 +300,7 @@ def make_pair(seed: int, profile=None, **overrides) -> PhantomPair:
     signal, tof_labels = _render(vessels, s.mr_shape, s.mr_spacing, tof_affine, tof_to_anatomy,
                                  tof_to_index, 3, tof_arterial, scale, thickness)
     u = [np.linspace(-1, 1, n) for n in s.mr_shape]
-    c = tof_rng.normal(0.0, 0.12, 6)  # smooth multiplicative bias (data-facts §2.2)
+    c = tof_rng.normal(0.0, 0.12, 6)  # smooth multiplicative bias field, as N4 models it
     log_bias = (c[0] * u[0][:, None, None] + c[1] * u[1][None, :, None] + c[2] * u[2][None, None, :]
                 + c[3] * u[0][:, None, None] ** 2 + c[4] * u[1][None, :, None] * u[2][None, None, :]
                 - 0.15 * u[2][None, None, :] ** 2)
