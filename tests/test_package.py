@@ -11,8 +11,8 @@ import xmodality_lite as xl
 INIT = Path(xl.__file__)
 
 
-def _type_checking_names() -> set[str]:
-    tree = ast.parse(INIT.read_text())
+def _type_checking_names(init: Path = INIT) -> set[str]:
+    tree = ast.parse(init.read_text())
     block = next(n for n in tree.body if isinstance(n, ast.If)
                  and getattr(n.test, "id", None) == "TYPE_CHECKING")
     return {alias.asname or alias.name for node in block.body
@@ -21,6 +21,16 @@ def _type_checking_names() -> set[str]:
 
 def test_type_checking_block_lists_every_lazy_name():
     assert _type_checking_names() == set(xl._SUBMODULES) | set(xl._FUNCTIONS)
+
+
+def test_data_type_checking_block_lists_every_lazy_name():
+    from xmodality_lite import data
+
+    assert _type_checking_names(Path(data.__file__)) == set(data._SUBMODULES) | set(data._EXPORTS)
+    found = {m.name for m in pkgutil.iter_modules([str(Path(data.__file__).parent)])}
+    assert found == set(data._SUBMODULES)
+    for name in data._EXPORTS:
+        assert getattr(data, name) is getattr(getattr(data, data._EXPORTS[name]), name)
 
 
 def test_every_submodule_is_reachable_lazily():

@@ -7,6 +7,7 @@ nibabel), so ``from xmodality_lite.data import make_pair`` costs only what it ne
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "make_pair": "phantom",
@@ -18,6 +19,25 @@ _EXPORTS = {
     "TopCowPair": "topcow",
 }
 _SUBMODULES = ("anatomy", "dataset", "layout", "phantom", "slices", "topcow", "views")
+
+if TYPE_CHECKING:  # pragma: no cover: what editors and type checkers see of the lazy names
+    from xmodality_lite.data import (  # noqa: F401
+        anatomy,
+        dataset,
+        layout,
+        phantom,
+        slices,
+        topcow,
+        views,
+    )
+    from xmodality_lite.data.layout import write_topcow_layout  # noqa: F401
+    from xmodality_lite.data.phantom import PhantomPair, make_pair  # noqa: F401
+    from xmodality_lite.data.topcow import (  # noqa: F401
+        TopCowPair,
+        data_root,
+        find_pairs,
+        validate_pair,
+    )
 
 
 def __getattr__(name: str):
