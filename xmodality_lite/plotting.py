@@ -35,7 +35,7 @@ __all__ = ["HU_WINDOW", "MODEL_RANGE", "VIEWER_INSTALL", "interactive_frontend",
            "show_model_slice", "show_slice", "window_label"]
 
 MODEL_RANGE = (-1.0, 1.0)  # what the networks see: min-max TOF, windowed CTA and z_t (a.u.)
-VIEWER_INSTALL = 'pip install "ipyniivue>=2.4"  (or the extra: pip install "xmodality-lite[viewer]")'
+VIEWER_INSTALL = 'pip install "ipyniivue>=2.4" (or the extra: pip install "xmodality-lite[viewer]")'
 
 
 def window_label(window: Sequence[float], unit: str = "HU") -> str:
