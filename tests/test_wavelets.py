@@ -89,3 +89,41 @@ def test_bad_shape_raises(shape):
 def test_bad_coefficients_raise():
     with pytest.raises(ValueError, match="4C"):
         idwt2(jnp.zeros((1, 8, 8, 6)))
+
+
+# --- the matrix form against the convolution it replaced (values and gradients) ---------------
+def _conv_dwt2(x):
+    """The DWT as XLA's depthwise convolution: periodic pad 4, 9×9 flipped analysis kernels,
+    stride 2 (the package's implementation before the matrix form)."""
+    from xmodality_lite.models.wavelets import _BANK
+
+    lo, hi = _BANK[0, ::-1], _BANK[1, ::-1]
+    kernels = np.stack([np.outer(a, b) for a, b in [(lo, lo), (hi, lo), (lo, hi), (hi, hi)]], -1)
+    b, h, w, c = x.shape
+    kernel = jnp.tile(jnp.asarray(kernels, x.dtype)[:, :, None, :], (1, 1, 1, c))
+    padded = jnp.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="wrap")
+    y = jax.lax.conv_general_dilated(padded, kernel, (2, 2), "VALID", feature_group_count=c,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision="highest")
+    return y.reshape(b, h // 2, w // 2, c, 4).swapaxes(-1, -2).reshape(b, h // 2, w // 2, 4 * c)
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 64, 3), (1, 24, 40, 2), (1, 4, 4, 1)])
+def test_matrix_dwt_equals_the_depthwise_convolution(shape):
+    x = jnp.asarray(np.random.default_rng(2).standard_normal(shape), jnp.float32)
+    np.testing.assert_allclose(dwt2(x), _conv_dwt2(x), atol=3e-6)
+    probe = jnp.asarray(np.random.default_rng(3).standard_normal(dwt2(x).shape), jnp.float32)
+    ours, ref = (jax.grad(lambda v, f=f: jnp.sum(f(v) * probe))(x) for f in (dwt2, _conv_dwt2))
+    np.testing.assert_allclose(ours, ref, atol=3e-6)
+
+
+@pytest.mark.parametrize("n", [4, 16, 64, 256])
+def test_synthesis_inverts_analysis_exactly(n):
+    """S_lo A_lo + S_hi A_hi = I (perfect reconstruction) and A S = I (biorthogonality)."""
+    from xmodality_lite.models.wavelets import analysis_matrix, synthesis_matrix
+
+    a, s = analysis_matrix(n), synthesis_matrix(n)
+    np.testing.assert_allclose(s[0] @ a[0] + s[1] @ a[1], np.eye(n), atol=1e-12)
+    for p in range(2):
+        for q in range(2):
+            np.testing.assert_allclose(a[p] @ s[q], np.eye(n // 2) * (p == q), atol=1e-12)

@@ -1,20 +1,24 @@
 """One-level 2-D discrete wavelet transform, the U-ViT front end (paper §3.2).
 
 The paper uses the Cohen-Daubechies-Feauveau 9/7 wavelet (pywt's ``bior4.4``) with one level
-of decomposition and periodic boundaries. Both directions are depthwise convolutions with 9×9
-separable kernels (outer products of the 1-D filters), so they are batched, multi-channel and
-differentiable:
+of decomposition and periodic boundaries. The transform is separable and linear, so along each
+axis it is one small matrix — the 9-tap filters centred on every second sample and wrapped
+around the ends (:func:`analysis_matrix`, :func:`synthesis_matrix`) — and the 2-D transform of a
+batch is two matrix products, differentiable and batched over images and channels:
 
-* ``dwt2``: pad periodically by 4, correlate with the flipped analysis kernels at stride 2;
-* ``idwt2``: pad the coefficients periodically by (5, 4), correlate the 2×-dilated coefficients
-  with the flipped synthesis kernels, crop (5, 4).
+* ``dwt2``: c_{pq} = A_p · X · A_qᵀ for the bands p (along H) and q (along W);
+* ``idwt2``: X = Σ_{pq} S_p · c_{pq} · S_qᵀ.
 
-With these offsets ``dwt2`` equals ``pywt.dwt2(x, "bior4.4", mode="periodization")`` exactly,
-with no circular shift (tested), and ``idwt2`` is its exact inverse.
+``dwt2`` equals ``pywt.dwt2(x, "bior4.4", mode="periodization")`` exactly, with no circular
+shift (tested), and ``idwt2`` is its exact inverse. The same operator as a 9×9 depthwise
+convolution at stride 2 (tested equal) runs 30–130× slower on XLA's CPU backend, forward and
+backward, at the U-ViT's shapes (``benchmarks/RESULTS.md``, cpu profile).
 
 Channel layout is subband-major: ``[LL_0..LL_{C-1}, LH_0.., HL_0.., HH_0..]`` where LH is
 high-pass along H (pywt's ``cH``), HL high-pass along W (``cV``), HH both (``cD``).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +26,6 @@ import numpy as np
 import pywt
 
 WAVELET = "bior4.4"
-
-_DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def _filter_bank(name: str = WAVELET) -> np.ndarray:
@@ -50,9 +52,42 @@ def _subband_kernels(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 _BANK = _filter_bank()
 _TAPS = _BANK.shape[1]  # 9
-_ANALYSIS = _subband_kernels(_BANK[0], _BANK[1])  # [9, 9, 4]
-_SYNTHESIS = _subband_kernels(_BANK[2], _BANK[3])  # [9, 9, 4]
 _PAD = (_TAPS - 1) // 2  # 4
+
+
+@functools.cache
+def analysis_matrix(n: int) -> np.ndarray:
+    """[2, n/2, n]: the periodic one-level analysis along one axis, low then high band.
+
+    Row i of band s is the filter centred on sample 2i and wrapped around the ends,
+    c_s[i] = Σ_t f_s[L−1−t] · x[(2i + t − P) mod n] (a correlation with the flipped filter).
+    """
+    bank = np.zeros((2, n // 2, n))
+    for s in range(2):
+        flipped = _BANK[s, ::-1]
+        for i in range(n // 2):
+            for t in range(_TAPS):
+                bank[s, i, (2 * i + t - _PAD) % n] += flipped[t]
+    return bank
+
+
+@functools.cache
+def synthesis_matrix(n: int) -> np.ndarray:
+    """[2, n, n/2]: the periodic one-level synthesis, x = S_lo c_lo + S_hi c_hi.
+
+    The transposed convolution of the zero-stuffed coefficients with the flipped synthesis
+    filters: sample m gathers the coefficients j with 2j = m + P + 1 + t (mod 2·n/2) over
+    taps t, shifted by P + 1 so that it inverts :func:`analysis_matrix` exactly.
+    """
+    half = n // 2
+    bank = np.zeros((2, n, half))
+    for s in range(2):
+        flipped = _BANK[2 + s, ::-1]
+        for m in range(n):
+            for t in range(_TAPS):
+                if (m + _PAD + 1 + t) % 2 == 0:
+                    bank[s, m, ((m + _PAD + 1 + t) // 2 - _PAD - 1) % half] += flipped[t]
+    return bank
 
 
 def _check_even(x: jax.Array, name: str) -> None:
@@ -62,21 +97,17 @@ def _check_even(x: jax.Array, name: str) -> None:
         raise ValueError(f"{name} needs even H and W for a one-level DWT; got shape {x.shape}")
 
 
-def _wrap(x: jax.Array, before: int, after: int) -> jax.Array:
-    return jnp.pad(x, ((0, 0), (before, after), (before, after), (0, 0)), mode="wrap")
-
-
 def dwt2(x: jax.Array) -> jax.Array:
-    """One-level periodic bior4.4 DWT: [B, H, W, C] → [B, H/2, W/2, 4C], subband-major."""
+    """One-level periodic bior4.4 DWT: [B, H, W, C] → [B, H/2, W/2, 4C], subband-major.
+
+    Separable, so two small matrix products, A_H · X · A_Wᵀ per channel, with the band of H as
+    the fast index of the subband: s = p_H + 2·p_W (LL, LH, HL, HH).
+    """
     _check_even(x, "x")
     b, h, w, c = x.shape
-    # Grouped conv: group ch yields output channels 4·ch .. 4·ch+3 (channel-major).
-    kernel = jnp.tile(jnp.asarray(_ANALYSIS, x.dtype)[:, :, None, :], (1, 1, 1, c))
-    y = jax.lax.conv_general_dilated(
-        _wrap(x, _PAD, _PAD), kernel, (2, 2), "VALID",
-        dimension_numbers=_DIMS, feature_group_count=c,
-    )  # [B, H/2, W/2, C·4]
-    y = y.reshape(b, h // 2, w // 2, c, 4).swapaxes(-1, -2)
+    a_h, a_w = (jnp.asarray(analysis_matrix(n), x.dtype) for n in (h, w))
+    t = jnp.einsum("pih,bhwc->bpiwc", a_h, x, precision="highest")  # [B, 2, H/2, W, C]
+    y = jnp.einsum("qjw,bpiwc->bijqpc", a_w, t, precision="highest")  # [B, H/2, W/2, 2 (W band), 2 (H band), C]
     return y.reshape(b, h // 2, w // 2, 4 * c)
 
 
@@ -85,13 +116,7 @@ def idwt2(y: jax.Array) -> jax.Array:
     if y.ndim != 4 or y.shape[-1] % 4:
         raise ValueError(f"y must be [B, h, w, 4C] wavelet coefficients; got shape {y.shape}")
     b, h, w, c4 = y.shape
-    c = c4 // 4
-    y = y.reshape(b, h, w, 4, c).swapaxes(-1, -2).reshape(b, h, w, c4)  # channel-major groups
-    kernel = jnp.tile(jnp.asarray(_SYNTHESIS, y.dtype)[:, :, :, None], (1, 1, 1, c))
-    # Zero-stuffed (lhs-dilated) coefficients correlated with the synthesis filters: a
-    # transposed convolution. The periodic pad (P+1, P) and crop align it with dwt2's phase.
-    x = jax.lax.conv_general_dilated(
-        _wrap(y, _PAD + 1, _PAD), kernel, (1, 1), ((0, 0), (0, 0)),
-        lhs_dilation=(2, 2), dimension_numbers=_DIMS, feature_group_count=c,
-    )  # [B, 2h + 2P + 1, 2w + 2P + 1, C]
-    return x[:, _PAD + 1 : _PAD + 1 + 2 * h, _PAD + 1 : _PAD + 1 + 2 * w]
+    s_h, s_w = (jnp.asarray(synthesis_matrix(2 * n), y.dtype) for n in (h, w))
+    y = y.reshape(b, h, w, 2, 2, c4 // 4)  # [B, h, w, W band, H band, C]
+    t = jnp.einsum("pmi,bijqpc->bmjqc", s_h, y, precision="highest")  # [B, 2h, w, 2, C]
+    return jnp.einsum("qnj,bmjqc->bmnc", s_w, t, precision="highest")  # [B, 2h, 2w, C]
