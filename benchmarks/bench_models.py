@@ -29,8 +29,9 @@ from benchmarks.common import (
     train_step_call,
     write_result,
 )
+from xmodality_lite.models import MODELS as ARCHITECTURES
 
-MODELS = ("unet", "adm", "uvit", "dit")
+MODELS = tuple(ARCHITECTURES)  # the registry's names, in its order
 # batch of the forward and of the train step per profile (the reference measured paper at 1 / 2)
 BATCH = {"paper": (1, 2), "cpu": (16, 16), "smoke": (4, 4)}
 # The reference's second, careful measurement on this machine kind (facts §14): the bar.

@@ -24,9 +24,12 @@ from benchmarks.common import (
     time_call,
     write_result,
 )
+from xmodality_lite.diffusion import SAMPLERS as SAMPLER_STEPS
+from xmodality_lite.models import MODELS as ARCHITECTURES
 
-MODELS = ("adm", "uvit", "dit")  # the U-Net is not sampled: it regresses in one pass
-SAMPLERS = ("ddpm", "ddim")
+# the diffusion models of the registry (the U-Net is not sampled: it regresses in one pass)
+MODELS = tuple(name for name, arch in ARCHITECTURES.items() if arch.cls.kind == "diffusion")
+SAMPLERS = tuple(SAMPLER_STEPS)
 STEPS = (16, 32)
 
 

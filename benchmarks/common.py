@@ -111,14 +111,10 @@ def _ram_gib() -> float | None:
 
 
 def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, text=True, capture_output=True).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    """Short commit of the checkout, ``-dirty`` when tracked files are modified."""
+    from xmodality_lite.io import git_commit as commit
+
+    return commit(short=True, mark_dirty=True)
 
 
 def versions() -> dict[str, str]:

@@ -94,9 +94,6 @@ def _as_fact(value):
     return None
 
 
-# training.py is being split into named steps (issue 14, part 3) by its owner, who replaces
-# its KINDS copy with config.MODEL_KINDS there; remove these entries with that change.
-PENDING = {"xmodality_lite.training.KINDS", "training.py"}
 
 
 def test_every_module_constant_for_a_fact_is_the_homes_object():
@@ -110,8 +107,7 @@ def test_every_module_constant_for_a_fact_is_the_homes_object():
             if fact is None:
                 continue
             for what, (home, forms) in facts.items():
-                if (fact in {_as_fact(f) for f in forms} and value is not home
-                        and f"{module.__name__}.{name}" not in PENDING):
+                if fact in {_as_fact(f) for f in forms} and value is not home:
                     copies.append(f"{module.__name__}.{name} ({what})")
     assert not copies, f"copies instead of the home's object: {copies}"
 
@@ -140,8 +136,7 @@ def test_no_second_literal_of_a_fact_in_the_source():
         rel = str(path.relative_to(PACKAGE))
         for line, value in _literals(ast.parse(path.read_text())):
             for what, forms in facts.items():
-                if (_as_fact(value) in forms and rel not in HOMES.get(what, set())
-                        and rel not in PENDING):
+                if _as_fact(value) in forms and rel not in HOMES.get(what, set()):
                     found.append(f"{rel}:{line} ({what})")
     assert not found, f"second literals: {found}"
 

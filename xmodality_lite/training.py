@@ -36,11 +36,11 @@ from xmodality_lite.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from xmodality_lite.config import Profile, get_profile
+from xmodality_lite.config import MODEL_KINDS, Profile, get_profile, model_kind
 from xmodality_lite.diffusion.losses import diffusion_loss, regression_loss
 from xmodality_lite.io import atomic_write_text
 
-KINDS = ("diffusion", "regression")
+KINDS = MODEL_KINDS  # config is their home
 logger = logging.getLogger(__name__)
 
 
@@ -111,12 +111,9 @@ def make_optimizer(model: nnx.Module, profile: Profile) -> nnx.Optimizer:
 def loss_fn(model: nnx.Module, tof: jax.Array, cta: jax.Array, key: jax.Array,
             gamma: float) -> jax.Array:
     """The model's objective, chosen by ``model.kind``: CTA is x0, TOF the condition."""
-    kind = getattr(model, "kind", None)
-    if kind == "diffusion":
+    if model_kind(model) == "diffusion":
         return diffusion_loss(model, cta, tof, key, gamma=gamma)
-    if kind == "regression":
-        return regression_loss(model, tof, cta)
-    raise ValueError(f"model {type(model).__name__} has kind {kind!r}; expected one of {KINDS}")
+    return regression_loss(model, tof, cta)
 
 
 @functools.lru_cache(maxsize=8)  # same model structure → reuse the compiled step
