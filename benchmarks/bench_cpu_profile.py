@@ -1,0 +1,229 @@
+"""The `cpu` profile before and after its speed-ups, measured in one run (issue 17).
+
+For each model: a train step (batch 16, ``training.make_train_step``, EMA on as in the recipe)
+and a forward at the sampling batch (32, one sampler step), timed in a fresh worker process
+for each side — the baseline commit's package (extracted with ``git archive``) and this
+checkout's — alternating A, B, A, B so that a machine that slows down mid-run penalises both.
+Reported: the median wall and CPU time of each, their ratio (before ÷ after), and the achieved
+GFLOP/s (3 × forward FLOPs per train step) against the float32 GEMM and 3×3 convolution
+ceilings measured in the same run. Also, in the same workers, the two operations the speed-ups
+replaced: the wavelet front end and the attention at the shapes the cpu models use.
+
+    python -m benchmarks.bench_cpu_profile                    # baseline: BASELINE below
+    python -m benchmarks.bench_cpu_profile --baseline HEAD~3 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import ROOT, load, log, time_call, write_result
+from xmodality_lite.models import MODELS as ARCHITECTURES
+
+MODELS = tuple(ARCHITECTURES)
+BASELINE = "a06d35a"  # the last commit before the cpu-profile speed-ups
+TRAIN_BATCH, SAMPLE_BATCH = 16, 32
+
+
+def _worker(name: str, repeats: int) -> dict:
+    """Train step and forward of ``name`` at the cpu profile, in whatever package is importable."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import xmodality_lite
+    from xmodality_lite import training
+    from xmodality_lite.config import get_profile
+    from xmodality_lite.diffusion import functional
+
+    prof = get_profile("cpu")
+    size = prof.image_size
+    keys = jax.random.split(jax.random.key(1), 3)
+    out = {"package": str(Path(xmodality_lite.__file__).parent)}
+
+    model = training.build(name, prof, 0)
+    x, cond = (jax.random.uniform(k, (SAMPLE_BATCH, size, size, 1), minval=-1.0, maxval=1.0)
+               for k in keys[:2])
+    logsnr = jnp.linspace(-10.0, 10.0, SAMPLE_BATCH)
+    pure_fn, weights = functional(model)
+    forward = jax.jit(pure_fn)
+    out["forward"] = time_call(lambda: forward(weights, x, cond, logsnr), repeats)
+    weights = None  # the train step donates the model's buffers
+
+    optimizer = training.make_optimizer(model, prof)
+    ema = nnx.clone(model)
+    nnx.update(ema, jax.tree.map(jnp.copy, nnx.state(ema)))
+    graphdef, state = nnx.split((model, optimizer, ema))
+    step = training.make_train_step(graphdef, gamma=prof.train.min_snr_gamma,
+                                    ema_decay=prof.train.ema_decay, ema_warmup=True)
+    tof, cta = (jax.random.uniform(k, (TRAIN_BATCH, size, size, 1), minval=-1.0, maxval=1.0)
+                for k in keys[1:])
+    holder = {"state": state}
+    del state
+
+    def one_step():
+        holder["state"], loss = step(holder["state"], tof, cta, keys[2])
+        return loss
+
+    out["train"] = time_call(one_step, repeats)
+    return out
+
+
+def _operations(repeats: int) -> dict:
+    """The wavelet front end (dwt2 → 1×1 mix → idwt2, forward + backward) at the U-ViT's cpu
+    and paper shapes, in whatever package is importable."""
+    import jax
+    import jax.numpy as jnp
+
+    from xmodality_lite.models.wavelets import dwt2, idwt2
+
+    rows = []
+    for shape in [(TRAIN_BATCH, 64, 64, 2), (2, 256, 256, 2)]:
+        x = jax.random.normal(jax.random.key(0), shape)
+        mix = jax.random.normal(jax.random.key(1), (4 * shape[-1], 4))
+        grad = jax.jit(jax.grad(lambda x, w: jnp.sum(idwt2(dwt2(x) @ w) ** 2), argnums=(0, 1)))
+        timing = time_call(lambda grad=grad, x=x, mix=mix: grad(x, mix), repeats)
+        rows.append({"shape": list(shape), **timing})
+    return {"wavelet": rows}
+
+
+def _ceilings_and_kernels(repeats: int) -> dict:
+    """GEMM and 3×3 convolution GFLOP/s (fastest of the runs), the models' FLOPs, and our
+    attention against ``jax.nn.dot_product_attention`` at the cpu models' shapes."""
+    import jax
+    import jax.numpy as jnp
+
+    from xmodality_lite.config import get_profile
+    from xmodality_lite.models import model_flops
+    from xmodality_lite.models.attention import dot_product_attention
+
+    def normal(seed, shape):
+        return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+    def fastest(fn, *args):
+        return min(time_call(lambda: fn(*args), max(repeats, 5))["runs_s"])
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    out = {"gemm_gflops": {}, "conv_gflops": {}}
+    for m, k, n in [(2048, 2048, 2048), (4096, 128, 512)]:  # square; DiT cpu MLP at batch 16
+        a, b = normal(0, (m, k)), normal(1, (k, n))
+        out["gemm_gflops"][f"{m}x{k}x{n}"] = 2 * m * k * n / fastest(jax.jit(jnp.matmul), a, b) / 1e9
+    for bsz, size, c in [(16, 64, 64), (1, 256, 128)]:
+        x, w = normal(0, (bsz, size, size, c)), normal(1, (3, 3, c, c))
+        out["conv_gflops"][f"{bsz}x{size}²x{c}"] = (2 * bsz * size**2 * 9 * c * c
+                                                   / fastest(jax.jit(conv), x, w) / 1e9)
+    prof = get_profile("cpu")
+    out["forward_gflop"] = {name: model_flops(name, prof, batch=1) / 1e9 for name in MODELS}
+
+    attn = []  # [B, T, heads, d] of the cpu models' attention at the train batch
+    for where, shape in [("ADM row attention, 64² stage", (TRAIN_BATCH * 64, 64, 4, 4)),
+                         ("ADM row attention, 32² stage", (TRAIN_BATCH * 32, 32, 4, 8)),
+                         ("ADM row attention, 16² stage", (TRAIN_BATCH * 16, 16, 4, 16)),
+                         ("U-ViT transformer, 8×8 tokens", (TRAIN_BATCH, 64, 4, 16)),
+                         ("DiT, 16×16 tokens", (TRAIN_BATCH, 256, 4, 32))]:
+        q, k, v, g = (normal(i, shape) for i in range(4))
+        row = {"where": where, "shape": list(shape)}
+        for name, fn in [("jax", jax.nn.dot_product_attention), ("ours", dot_product_attention)]:
+            vjp = jax.jit(lambda q, k, v, g, fn=fn: jax.vjp(fn, q, k, v)[1](g))
+            timing = time_call(lambda vjp=vjp, args=(q, k, v, g): vjp(*args), repeats)
+            row[f"{name}_vjp_s"] = timing["median_s"]
+        attn.append(row)
+    out["attention"] = attn
+    return out
+
+
+def _run_side(package_root: Path, *args: str) -> dict:
+    """``--worker ARGS`` in a fresh process importing ``xmodality_lite`` from ``package_root``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), str(ROOT)]),
+           "XMODALITY_JAX_CACHE": "0"}  # compile both sides alike: from scratch
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_cpu_profile", "--worker",
+                           *args], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        raise RuntimeError(f"worker {args} on {package_root} exited with {proc.returncode}")
+    return json.loads(lines[-1])
+
+
+def _extract(rev: str, into: Path) -> Path:
+    """The package at ``rev`` (``git archive``) under ``into``."""
+    archive = subprocess.run(["git", "archive", "--format=tar", rev, "xmodality_lite"], cwd=ROOT,
+                             check=True, capture_output=True).stdout
+    tar = into / "package.tar"
+    tar.write_bytes(archive)
+    with tarfile.open(tar) as t:
+        t.extractall(into, filter="data")
+    return into
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs="+", metavar="WHAT")
+    parser.add_argument("--baseline", default=BASELINE, help=f"git revision (default {BASELINE})")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--rounds", type=int, default=2, help="A/B alternations per model")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.worker:
+        what, *rest = args.worker
+        repeats = int(rest[-1])
+        result = {"model": _worker, "operations": lambda r: _operations(r),
+                  "ceilings": lambda r: _ceilings_and_kernels(r)}[what]
+        print(json.dumps(result(rest[0], repeats) if what == "model" else result(repeats)))
+        return {}
+
+    before = load()
+    baseline_rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT,
+                                  check=True, text=True, capture_output=True).stdout.strip()
+    sides = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = {"before": _extract(args.baseline, Path(tmp)), "after": ROOT}
+        log(f"[cpu_profile] ceilings (after: {ROOT})")
+        ceilings = _run_side(ROOT, "ceilings", str(args.repeats))
+        operations = {side: _run_side(root, "operations", str(args.repeats))
+                      for side, root in roots.items()}
+        for name in args.models.split(","):
+            runs = {"before": [], "after": []}
+            for r in range(args.rounds):
+                order = ("before", "after") if r % 2 == 0 else ("after", "before")
+                for side in order:
+                    log(f"[cpu_profile] {name} {side} (round {r + 1}/{args.rounds})")
+                    runs[side].append(_run_side(roots[side], "model", name, str(args.repeats)))
+            sides[name] = runs
+    rows = []
+    for name, runs in sides.items():
+        row = {"model": name, "forward_gflop_b1": ceilings["forward_gflop"][name]}
+        for side, rs in runs.items():
+            for what in ("train", "forward"):
+                row[f"{what}_{side}_s"] = statistics.median(r[what]["median_s"] for r in rs)
+                row[f"{what}_{side}_cpu_s"] = statistics.median(r[what]["cpu_median_s"] for r in rs)
+                row[f"{what}_{side}_first_s"] = statistics.median(r[what]["first_s"] for r in rs)
+        flops_b1 = row["forward_gflop_b1"]
+        row["train_gflops_after"] = 3 * TRAIN_BATCH * flops_b1 / row["train_after_s"]
+        row["forward_gflops_after"] = SAMPLE_BATCH * flops_b1 / row["forward_after_s"]
+        for what in ("train", "forward"):
+            row[f"{what}_speedup"] = row[f"{what}_before_s"] / row[f"{what}_after_s"]
+            row[f"{what}_speedup_cpu"] = row[f"{what}_before_cpu_s"] / row[f"{what}_after_cpu_s"]
+        rows.append(row)
+        log(f"[cpu_profile] {row}")
+    payload = {"baseline": baseline_rev, "train_batch": TRAIN_BATCH,
+               "sample_batch": SAMPLE_BATCH, "rounds": args.rounds, "repeats": args.repeats,
+               "ceilings": ceilings, "operations": operations, "rows": rows,
+               "load_before": before, "load_after": load()}
+    path = write_result("cpu_profile", payload)
+    log(f"[cpu_profile] wrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
