@@ -39,7 +39,6 @@ def _worker(name: str, repeats: int) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    import xmodality_lite
     from xmodality_lite import training
     from xmodality_lite.config import get_profile
     from xmodality_lite.diffusion import functional
@@ -47,7 +46,7 @@ def _worker(name: str, repeats: int) -> dict:
     prof = get_profile("cpu")
     size = prof.image_size
     keys = jax.random.split(jax.random.key(1), 3)
-    out = {"package": str(Path(xmodality_lite.__file__).parent)}
+    out = {}
 
     model = training.build(name, prof, 0)
     x, cond = (jax.random.uniform(k, (SAMPLE_BATCH, size, size, 1), minval=-1.0, maxval=1.0)
@@ -148,7 +147,8 @@ def _run_side(package_root: Path, *args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), str(ROOT)]),
            "XMODALITY_JAX_CACHE": "0"}  # compile both sides alike: from scratch
     proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_cpu_profile", "--worker",
-                           *args], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE)
+                           *args], cwd=package_root, env=env, text=True,
+                          stdout=subprocess.PIPE)  # -m puts the cwd first on sys.path
     lines = proc.stdout.strip().splitlines()
     if proc.returncode or not lines:
         raise RuntimeError(f"worker {args} on {package_root} exited with {proc.returncode}")
@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
         repeats = int(rest[-1])
         result = {"model": _worker, "operations": lambda r: _operations(r),
                   "ceilings": lambda r: _ceilings_and_kernels(r)}[what]
-        print(json.dumps(result(rest[0], repeats) if what == "model" else result(repeats)))
+        out = result(rest[0], repeats) if what == "model" else result(repeats)
+        import xmodality_lite
+
+        print(json.dumps({**out, "package": str(Path(xmodality_lite.__file__).parent)}))
         return {}
 
     before = load()
