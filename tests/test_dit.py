@@ -1,4 +1,4 @@
-"""DiT-L/16 (facts §5): exact size, published layout, adaLN-Zero init, training signal."""
+"""DiT-L/16 (paper §3.2; Peebles & Xie 2023): exact size, published layout, adaLN-Zero init, training signal."""
 
 import jax
 import jax.numpy as jnp
@@ -9,14 +9,9 @@ from _tiny import adam_losses
 from flax import nnx
 from test_transformer import param_shapes
 
-from xmodality_lite.models.dit import (
-    DIT_SIZES,
-    DiT,
-    dit_published_mapping,
-    logsnr_frequency_features,
-    patchify,
-    unpatchify,
-)
+from xmodality_lite.models.dit import DIT_SIZES, DiT, patchify, unpatchify
+from xmodality_lite.models.layers import logsnr_embedding
+from xmodality_lite.models.published import dit_mapping
 
 VARIANTS = ["published", "corrected"]
 IMAGE = {"smoke": 32, "cpu": 64, "paper": 256}
@@ -53,7 +48,7 @@ def test_paper_parameter_count(paper_model):
 def test_paper_layout_matches_published(paper_model):
     ours = param_shapes(paper_model)
     published = published_layout("dit")
-    mapping = dit_published_mapping(depth=24)
+    mapping = dit_mapping(depth=24)
     assert set(mapping) == set(published)
     assert set(mapping.values()) == set(ours) and len(mapping) == len(ours)
     for key, path in mapping.items():
@@ -96,7 +91,7 @@ def test_adam_steps_lower_loss(variant):
 def test_logsnr_features_cos_first():
     # facts §5: [cos, sin], f_k = exp(−ln(10⁴)·k/half).
     lam = jnp.array([0.0, 2.5])
-    f = np.asarray(logsnr_frequency_features(lam, 8))
+    f = np.asarray(logsnr_embedding(lam, 8, cos_first=True, endpoint=False))
     freqs = np.exp(-np.log(10000.0) * np.arange(4) / 4)
     np.testing.assert_allclose(f[1], np.concatenate([np.cos(2.5 * freqs), np.sin(2.5 * freqs)]),
                                rtol=1e-6)

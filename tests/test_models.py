@@ -15,6 +15,7 @@ from xmodality_lite.models import (
     count_params,
     model_flops,
 )
+from xmodality_lite.models.encoder_decoder import Decoder
 from xmodality_lite.models.layers import (
     ResNetBlock,
     RowAttention,
@@ -22,7 +23,6 @@ from xmodality_lite.models.layers import (
     logsnr_embedding,
     space_to_depth,
 )
-from xmodality_lite.models.unet import Decoder
 
 NAMES = sorted(MODELS)  # unet, adm, uvit, dit: the colleague's DiT runs through the same tests
 CONV = ["adm", "unet", "uvit"]
@@ -167,7 +167,7 @@ def test_published_decoder_ignores_the_highest_resolution_skips(variant, reads_f
 # --- bad input --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CONV)
+@pytest.mark.parametrize("name", NAMES)
 def test_bad_shapes_raise_naming_the_expected_shape(name):
     model = build_model(name, "smoke", rngs=nnx.Rngs(0))
     x, cond, logsnr = inputs(32)

@@ -7,14 +7,9 @@ import pytest
 from _layout import published_layout
 from flax import nnx
 
-from xmodality_lite.models.transformer import (
-    MultiHeadSelfAttention,
-    SwiGLU,
-    Transformer,
-    modulate,
-    sincos_2d_embedding,
-    transformer_published_mapping,
-)
+from xmodality_lite.models.layers import MultiHeadSelfAttention
+from xmodality_lite.models.published import transformer_mapping
+from xmodality_lite.models.transformer import SwiGLU, Transformer, modulate, sincos_2d_embedding
 
 
 def param_shapes(model: nnx.Module) -> dict[tuple, tuple[int, ...]]:
@@ -92,7 +87,7 @@ def test_uvit_transformer_matches_published_layout():
     model = nnx.eval_shape(lambda: Transformer(16, 512, 4, 2048, time_dim=512, rngs=nnx.Rngs(0)))
     ours = param_shapes(model)
     published = {k: s for k, s in published_layout("uvit").items() if k.startswith("Transformer_0/")}
-    mapping = transformer_published_mapping(16)
+    mapping = transformer_mapping(16)
     assert set(mapping) == set(published)
     assert set(mapping.values()) == set(ours) and len(mapping) == len(ours)
     for key, path in mapping.items():

@@ -10,42 +10,32 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from xmodality_lite.models.encoder_decoder import Decoder, Encoder
 from xmodality_lite.models.layers import (
     ResNetBlock,
     RowAttention,
     TimeMLP,
     Variant,
-    check_image,
-    check_logsnr,
+    check_diffusion_inputs,
     check_variant,
     conv,
     dense,
 )
-from xmodality_lite.models.unet import Decoder, Encoder
-
-
-def check_diffusion_inputs(x, cond, logsnr, channels: int, multiple: int) -> None:
-    """x_t and cond [B, H, W, channels] (H, W divisible by ``multiple``), λ [B]."""
-    check_image(x, "x", channels, multiple)
-    if cond is None or tuple(cond.shape) != tuple(x.shape):
-        got = None if cond is None else tuple(cond.shape)
-        raise ValueError(f"cond must have the shape of x, {tuple(x.shape)}; got {got}")
-    check_logsnr(logsnr, x.shape[0])
 
 
 class ADM(nnx.Module):
-    """v̂ = ADM(x_t, cond, λ): all [B, H, W, 1] but λ [B] (paper §3.2; facts §3).
+    """v̂ = ADM(x_t, cond, λ): all [B, H, W, 1] but λ [B] (paper §3.2).
 
     λ → sinusoidal embedding → MLP (4C) FiLMs every ResNetBlock. Input concat([cond, x_t])
-    (condition first, facts §15.2) → stem conv 7×7 → Encoder (2 ResNetBlocks per stage, row
+    (condition first, as in the reference code; DiT puts x_t first) → stem conv 7×7 → Encoder (2 ResNetBlocks per stage, row
     attention after the second) → middle ResNetBlock, attention, ResNetBlock → Decoder →
     concat stem output → ResNetBlock → Dense(1).
 
     ``variant="published"`` reproduces the released model exactly (35,371,777 parameters), with
-    its quirks (facts §15): row-wise attention (§15.4, kept in both variants); blocks declared
-    with dim == dim_out have no residual (§15.5); the decoder never reads the two
-    highest-resolution skips (§15.6). ``variant="corrected"`` gives every block a residual and a
-    full-resolution decoder stage that reads them (see :class:`~.unet.Decoder`).
+    the reference code's quirks: row-wise attention (:class:`~.layers.RowAttention`, kept in
+    both variants); blocks declared with dim == dim_out have no residual; the decoder never
+    reads the two highest-resolution skips. ``variant="corrected"`` gives every block a residual
+    and a full-resolution decoder stage that reads them (see :class:`~.encoder_decoder.Decoder`).
     """
 
     kind = "diffusion"

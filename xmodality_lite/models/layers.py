@@ -1,8 +1,10 @@
-"""Building blocks shared by the convolutional models: U-Net, ADM and U-ViT (paper §3.2).
+"""Building blocks of all four architectures of paper §3.2: U-Net, ADM, U-ViT and DiT.
 
-Conventions (reference facts §1): NHWC tensors; every Dense/Conv has a glorot-uniform kernel and
-a zero bias; norms use ε = 1e-6; GELU is the tanh approximation; ``dtype`` is the compute dtype
-and parameters stay float32. The time input of every diffusion model is the log-SNR λ.
+Conventions, as in the reference code: NHWC tensors; Dense, Conv and attention kernels are
+glorot-uniform and biases zero unless a model says otherwise; norms use ε = 1e-6; GELU is the
+tanh approximation; ``dtype`` is the compute dtype and parameters stay float32. The time input
+of every diffusion model is the log-SNR λ. Argument names are the same everywhere: ``dim``
+(width), ``heads``, ``depth``, ``mlp_dim``, ``variant``, ``dtype``, ``rngs``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from xmodality_lite.models.attention import dot_product_attention
 from xmodality_lite.models.convolution import conv_general_dilated
 
 Norm = Literal["group", "rms"]
+# "published" reproduces the released weights and their quirks; "corrected" fixes them
 Variant = Literal["published", "corrected"]
 VARIANTS = ("published", "corrected")
 
 EPS = 1e-6
-glorot = nnx.initializers.glorot_uniform()
-zeros = nnx.initializers.zeros_init()
+# Initialisers, one per role, as the reference code sets them:
+glorot = nnx.initializers.glorot_uniform()  # kernels of every Dense, Conv and conv-stage attention
+lecun = nnx.initializers.lecun_normal()  # flax's default, kept by DiT's attention kernels
+trunc_normal = nnx.initializers.truncated_normal(0.02)  # DiT's time MLP
+zeros = nnx.initializers.zeros_init()  # biases; adaLN-Zero modulation and DiT's head
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -37,7 +43,10 @@ def dense(n_in: int, n_out: int, *, dtype, rngs: nnx.Rngs) -> nnx.Linear:
 def conv(n_in: int, n_out: int, size: int, *, dtype, rngs: nnx.Rngs) -> nnx.Conv:
     """A stride-1 ``size``×``size`` convolution with 'same' zero padding.
 
-    Its kernel gradient runs as matrix products on the CPU (:mod:`.convolution`).
+    On the CPU, wide layers compute their kernel gradient as matrix products
+    (:mod:`.convolution`, a ``jax.custom_vjp``): there, differentiate in reverse mode (``grad``,
+    ``vjp``); forward mode (``jvp``, ``jacfwd``) through such a layer raises. Other backends
+    and small layers run ``lax.conv_general_dilated`` with all of JAX's autodiff.
     """
     return nnx.Conv(n_in, n_out, (size, size), padding="SAME", kernel_init=glorot,
                     bias_init=zeros, dtype=dtype, rngs=rngs,
@@ -55,7 +64,7 @@ def norm(kind: Norm, features: int, *, groups: int, dtype, rngs: nnx.Rngs) -> nn
 
 def check_variant(variant: str) -> None:
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
+        raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
 
 
 def check_image(x: jax.Array, name: str, channels: int, multiple: int) -> None:
@@ -71,18 +80,33 @@ def check_logsnr(logsnr: jax.Array | None, batch: int) -> None:
         raise ValueError(f"logsnr must have shape [B] = ({batch},); got {got}")
 
 
+def check_diffusion_inputs(x: jax.Array, cond: jax.Array | None, logsnr: jax.Array | None,
+                           channels: int, multiple: int) -> None:
+    """x_t and cond [B, H, W, channels] (H, W divisible by ``multiple``), λ [B]."""
+    check_image(x, "x", channels, multiple)
+    if cond is None or tuple(cond.shape) != tuple(x.shape):
+        got = None if cond is None else tuple(cond.shape)
+        raise ValueError(f"cond must have the shape of x, {tuple(x.shape)}; got {got}")
+    check_logsnr(logsnr, x.shape[0])
+
+
 # --- time embedding ---------------------------------------------------------------------------
 
 
-def logsnr_embedding(logsnr: jax.Array, dim: int) -> jax.Array:
-    """Sinusoidal features [sin(λ f_k), cos(λ f_k)], f_k = 10000^(−k/(dim/2 − 1)) (facts §1).
+def logsnr_embedding(logsnr: jax.Array, dim: int, *, cos_first: bool = False,
+                     endpoint: bool = True) -> jax.Array:
+    """Sinusoidal features of λ (Vaswani et al. 2017, §3.5, with λ for the position), [B] → [B, dim].
 
-    [B] → [B, dim]. The divisor is half − 1, as in the published conv models.
+    The conv models (defaults): [sin(λ f_k), cos(λ f_k)], f_k = 10000^(−k/(half − 1)), so the
+    last frequency is exactly 1/10000. DiT (``cos_first=True, endpoint=False``, as in Peebles &
+    Xie's code): [cos, sin] with f_k = 10000^(−k/half). Both are the published models' choices.
     """
     half = dim // 2
-    freqs = jnp.exp(-jnp.log(10000.0) * jnp.arange(half) / (half - 1))
+    steps = half - 1 if endpoint else half
+    freqs = jnp.exp(-jnp.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / steps)
     angles = jnp.asarray(logsnr, jnp.float32)[:, None] * freqs
-    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    pair = [jnp.cos(angles), jnp.sin(angles)] if cos_first else [jnp.sin(angles), jnp.cos(angles)]
+    return jnp.concatenate(pair, axis=-1)
 
 
 class TimeMLP(nnx.Module):
@@ -120,8 +144,8 @@ class ResNetBlock(nnx.Module):
     """Two ConvBlocks, the first FiLM-modulated by the time embedding, plus a residual.
 
     ``residual=True`` adds the input back (through a 1×1 projection when ``n_in != n_out``);
-    ``residual=False`` reproduces the published blocks declared with dim == dim_out, which have
-    no residual at all (facts §1, §15.5). The models decide which applies.
+    ``residual=False`` reproduces the reference code's blocks declared with dim == dim_out, which
+    add neither the input nor a projection of it. The models decide which applies.
     """
 
     def __init__(self, n_in: int, n_out: int, *, time_dim: int | None = None,
@@ -183,21 +207,92 @@ class PixelShuffleUp(nnx.Module):
         return depth_to_space(gelu(self.dense(x)))
 
 
-# --- conv-stage attention ---------------------------------------------------------------------
+# --- attention --------------------------------------------------------------------------------
+
+Projection = tuple[jax.Array, jax.Array]  # (kernel, bias)
+
+
+def _project(x: jax.Array, projection: Projection, n_in: int, dtype) -> jax.Array:
+    """x's last ``n_in`` axes contracted with the kernel's first ``n_in``, plus the bias: what
+    flax's ``LinearGeneral`` computes, so the published layout's numbers are reproduced exactly."""
+    kernel, bias = (jnp.asarray(p, dtype) for p in projection)
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    return jax.lax.dot_general(x, kernel, (contract, ((), ()))) + bias
+
+
+def multi_head_self_attention(x: jax.Array, query: Projection, key: Projection,
+                              value: Projection, out: Projection, *, dtype,
+                              fuse_qkv: bool = False) -> jax.Array:
+    """Multi-head self-attention (Vaswani et al. 2017, §3.2.2) over the tokens of x [..., T, D].
+
+    The parameters have flax linen ``MultiHeadDotProductAttention``'s layout, so the published
+    weights' one: ``query``/``key``/``value`` are (kernel [D, heads, D/heads], bias [heads,
+    D/heads]) and ``out`` is (kernel [heads, D/heads, D], bias [D]). As in flax, every axis before
+    the last two is a batch axis. Returns [..., T, D] in ``dtype``.
+
+    ``fuse_qkv`` computes q, k and v with one einsum (and the output with another) instead of
+    flax's four ``dot_general`` calls. The two differ only in float32 rounding (~1e-6); each
+    model keeps the one its shipped weights were trained and checked with (fused: the
+    conv-stage :class:`RowAttention`; flax's: the transformers).
+    """
+    *lead, t, d = x.shape
+    y = x.astype(dtype).reshape(-1, t, d)  # [R, W, C]: R batches (image rows) of W tokens
+    if fuse_qkv:
+        qkv_kernel = jnp.stack([query[0], key[0], value[0]], 1).astype(dtype)  # [C, 3, heads, hd]
+        qkv_bias = jnp.stack([query[1], key[1], value[1]]).astype(dtype)[:, None, None]
+        q, k, v = jnp.einsum("rwc,cknd->krwnd", y, qkv_kernel) + qkv_bias  # [R, W, heads, hd]
+        o = dot_product_attention(q, k, v)
+        o = jnp.einsum("rwnd,ndc->rwc", o, out[0].astype(dtype)) + out[1].astype(dtype)
+    else:
+        q, k, v = (_project(y, p, 1, dtype) for p in (query, key, value))  # [R, W, heads, hd]
+        o = _project(dot_product_attention(q, k, v), out, 2, dtype)
+    return o.reshape(*lead, t, d)  # [..., T, D]
+
+
+def _check_heads(dim: int, heads: int) -> None:
+    if dim % heads:
+        raise ValueError(f"attention width dim={dim} must be divisible by heads={heads}")
+
+
+class MultiHeadSelfAttention(nnx.Module):
+    """Self-attention over tokens [B, N, D] (the transformers: U-ViT's middle, DiT).
+
+    Parameters ``{query,key,value,out}/{kernel,bias}``, laid out as in
+    :func:`multi_head_self_attention`. ``kernel_init`` is :data:`glorot` in U-ViT and flax's
+    default :data:`lecun` in DiT, as published.
+    """
+
+    def __init__(self, dim: int, heads: int, *, kernel_init=glorot, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        _check_heads(dim, heads)
+        split = (heads, dim // heads)
+        proj = dict(kernel_init=kernel_init, dtype=dtype, rngs=rngs)
+        self.dtype = dtype
+        self.query = nnx.LinearGeneral(dim, split, **proj)
+        self.key = nnx.LinearGeneral(dim, split, **proj)
+        self.value = nnx.LinearGeneral(dim, split, **proj)
+        self.out = nnx.LinearGeneral(split, dim, axis=(-2, -1), **proj)
+
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, N, D] → [B, N, D]
+        if x.ndim != 3:
+            raise ValueError(f"x must be tokens [B, N, D]; got shape {tuple(x.shape)}")
+        q, k, v, o = ((p.kernel[...], p.bias[...])
+                      for p in (self.query, self.key, self.value, self.out))
+        return multi_head_self_attention(x, q, k, v, o, dtype=self.dtype)
 
 
 class RowAttention(nnx.Module):
-    """x + MHA(RMSNorm(x)) along W, separately for every image row (facts §1, §15.4).
+    """x + MHA(RMSNorm(x)) along W, separately for every image row (ADM and U-ViT conv stages).
 
-    The published models apply flax's multi-head attention to [B, H, W, C], which treats H as a
+    The reference code applies flax's multi-head attention to [B, H, W, C], which treats H as a
     batch axis: each row attends only within itself. We keep that (the weights expect it, and it
-    costs O(H·W²) instead of O(H²·W²)). Kernels use the flax layout: q/k/v [C, heads, C/heads],
-    out [heads, C/heads, C].
+    costs O(H·W²) instead of O(H²·W²)). The computation is :func:`multi_head_self_attention`;
+    the parameters are named ``query``, ``query_bias``, … (not ``query/kernel``) because the
+    shipped checkpoints hold them under these names.
     """
 
     def __init__(self, dim: int, heads: int = 4, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        if dim % heads:
-            raise ValueError(f"attention width {dim} must be divisible by heads={heads}")
+        _check_heads(dim, heads)
         hd = dim // heads
         self.dtype = dtype
         self.norm = nnx.RMSNorm(dim, epsilon=EPS, dtype=dtype, rngs=rngs)
@@ -215,13 +310,7 @@ class RowAttention(nnx.Module):
         self.out_bias = nnx.Param(jnp.zeros((dim,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C] → [B, H, W, C]
-        b, h, w, c = x.shape
-        dt = self.dtype
-        y = self.norm(x).astype(dt).reshape(b * h, w, c)  # rows become the batch
-        # One fused projection for q, k, v: [C, 3, heads, hd].
-        qkv_kernel = jnp.stack([self.query[...], self.key[...], self.value[...]], 1).astype(dt)
-        qkv_bias = jnp.stack([self.query_bias[...], self.key_bias[...], self.value_bias[...]])
-        qkv = jnp.einsum("rwc,cknd->krwnd", y, qkv_kernel) + qkv_bias.astype(dt)[:, None, None]
-        o = dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B·H, W, heads, hd]
-        o = jnp.einsum("rwnd,ndc->rwc", o, self.out[...].astype(dt)) + self.out_bias[...].astype(dt)
-        return x + o.reshape(b, h, w, c).astype(x.dtype)
+        q, k, v, o = ((getattr(self, p)[...], getattr(self, f"{p}_bias")[...])
+                      for p in ("query", "key", "value", "out"))
+        o = multi_head_self_attention(self.norm(x), q, k, v, o, dtype=self.dtype, fuse_qkv=True)
+        return x + o.astype(x.dtype)

@@ -2,8 +2,9 @@
 
 Where to get them: the Hugging Face repository ``alexander-koch/xmodality`` holds
 ``unet.safetensors``, ``adm.safetensors``, ``uvit.safetensors`` and ``dit.safetensors``
-(the raw training parameters, not an EMA, all float32; facts §12). Check a download with
-``md5sum uvit.safetensors`` against the sums in that repository's README. The README's uvit
+(the raw training parameters, not an EMA, all float32, as the authors' export script writes
+them). Check a download with ``md5sum uvit.safetensors`` against the sums in that repository's
+README. The README's uvit
 line has a typo: it reads ``md6ed96a0f…``; the sum is the part after ``md``, ``6ed96a0f…``.
 
 Key layout: each tensor is named by its flax linen module path joined with "/", e.g.
@@ -11,7 +12,24 @@ Key layout: each tensor is named by its flax linen module path joined with "/", 
 that class's calls under the same parent. :func:`published_mapping` rebuilds those names by
 walking our NNX model in the published call order, and maps each to our parameter path.
 Kernels already share flax's layouts (Conv HWIO, Dense [in, out], attention q/k/v
-[in, heads, head_dim]), so loading is a rename: no transposes.
+[in, heads, head_dim]), so loading is a rename: no transposes. This module is the only place
+that knows the published names (published → ours):
+
+* conv models (:func:`_conv_model_mapping`), in call order: ``Dense_{0,1}`` → ``time_mlp``,
+  ``Conv_0`` → ``stem``, ``ResNetBlock_n`` → ``encoder``/middle/``decoder`` blocks, a top-level
+  ``RMSNorm_n`` + ``MultiHeadDotProductAttention_n`` → ``…/attn/{norm, query, query_bias, …}``,
+  ``PixelShuffle{Down,Up}sample_n/Dense_0`` → ``…/resample/dense``, then ``final_block``,
+  (U-ViT) ``to_wavelet`` and ``final``;
+* U-ViT's ``Transformer_0`` (:func:`transformer_mapping`): ``RMSNorm_{2i}``, ``RMSNorm_{2i+1}``
+  → ``blocks/i/{attention_norm, mlp_norm}``; ``MultiHeadDotProductAttention_i`` →
+  ``blocks/i/attention``; ``SwiGLU_i/Dense_{0,1,2,3}`` → ``blocks/i/mlp/{time_proj, gate,
+  value, out}``; ``RMSNorm_{2·depth}`` → ``final_norm``;
+* DiT (:func:`dit_mapping`): ``LayerNorm_0``/``Dense_0``/``LayerNorm_1`` →
+  ``patch_norm_in``/``patch_proj``/``patch_norm_out``; ``Dense_{1,2}`` →
+  ``time_mlp_{in,out}``; ``DiTBlock_i/{Dense_0, RMSNorm_0, RMSNorm_1}`` →
+  ``blocks/i/{adaln, attention_norm, mlp_norm}``; ``DiTBlock_i/MultiHeadDotProductAttention_0``
+  → ``blocks/i/attention``; ``DiTBlock_i/SwiGLU_0/Dense_{0,1,2}`` → ``blocks/i/mlp/{gate,
+  value, out}``; ``FinalLayer_0/{Dense_0, RMSNorm_0, Dense_1}`` → ``final/{adaln, norm, proj}``.
 """
 
 from __future__ import annotations
@@ -28,12 +46,12 @@ from safetensors.numpy import load_file, save_file
 from xmodality_lite.config import Profile
 from xmodality_lite.io import atomic_path
 from xmodality_lite.models import ADM, DiT, UNet, UViT, abstract_model
-from xmodality_lite.models.dit import dit_published_mapping
 from xmodality_lite.models.layers import PixelShuffleDown, ResNetBlock, RowAttention
-from xmodality_lite.models.transformer import transformer_published_mapping
 
 ParamPath = tuple[str | int, ...]
 DENSE = ("bias", "kernel")
+SCALE = ("scale",)  # RMSNorm
+AFFINE = ("bias", "scale")  # LayerNorm, GroupNorm
 
 
 class _LinenNames:
@@ -60,17 +78,17 @@ def _resnet_block(published: str, ours: ParamPath, block: ResNetBlock) -> dict[s
         sub = f"{published}/{names('Block')}"
         m |= _leaves(f"{sub}/Conv_0", (*ours, attr, "conv"))
         if isinstance(getattr(block, attr).norm, nnx.GroupNorm):
-            m |= _leaves(f"{sub}/GroupNorm_0", (*ours, attr, "norm"), ("bias", "scale"))
+            m |= _leaves(f"{sub}/GroupNorm_0", (*ours, attr, "norm"), AFFINE)
         else:
-            m |= _leaves(f"{sub}/RMSNorm_0", (*ours, attr, "norm"), ("scale",))
+            m |= _leaves(f"{sub}/RMSNorm_0", (*ours, attr, "norm"), SCALE)
     if block.proj is not None:
         m |= _leaves(f"{published}/{names('Dense')}", (*ours, "proj"))
     return m
 
 
 def _row_attention(names: _LinenNames, ours: ParamPath) -> dict[str, ParamPath]:
-    """A top-level ``RMSNorm_n`` and ``MultiHeadDotProductAttention_n`` pair."""
-    m = _leaves(names("RMSNorm"), (*ours, "norm"), ("scale",))
+    """A top-level ``RMSNorm_n`` and ``MultiHeadDotProductAttention_n`` pair (RowAttention)."""
+    m = _leaves(names("RMSNorm"), (*ours, "norm"), SCALE)
     mha = names("MultiHeadDotProductAttention")
     for p in ("query", "key", "value", "out"):
         m[f"{mha}/{p}/kernel"] = (*ours, p)
@@ -78,8 +96,57 @@ def _row_attention(names: _LinenNames, ours: ParamPath) -> dict[str, ParamPath]:
     return m
 
 
+def _attention(published: str, ours: ParamPath) -> dict[str, ParamPath]:
+    """Flax linen MHA keys under ``published`` → MultiHeadSelfAttention paths under ``ours``."""
+    return {f"{published}/{p}/{w}": (*ours, p, w)
+            for p in ("key", "out", "query", "value") for w in DENSE}
+
+
+def _swiglu(published: str, ours: ParamPath, *, with_time: bool) -> dict[str, ParamPath]:
+    """``SwiGLU_n/Dense_j`` keys → our paths; Dense_0 is the time projection iff ``with_time``."""
+    names = (["time_proj"] if with_time else []) + ["gate", "value", "out"]
+    return {f"{published}/Dense_{j}/{w}": (*ours, name, w)
+            for j, name in enumerate(names) for w in DENSE}
+
+
+def transformer_mapping(depth: int, *, with_time: bool = True,
+                        prefix: str = "Transformer_0") -> dict[str, ParamPath]:
+    """Published U-ViT transformer keys (``prefix/...``) → :class:`~.transformer.Transformer`
+    param paths."""
+    mapping = {f"{prefix}/RMSNorm_{2 * depth}/scale": ("final_norm", "scale")}
+    for i in range(depth):
+        block: ParamPath = ("blocks", i)
+        mapping[f"{prefix}/RMSNorm_{2 * i}/scale"] = (*block, "attention_norm", "scale")
+        mapping[f"{prefix}/RMSNorm_{2 * i + 1}/scale"] = (*block, "mlp_norm", "scale")
+        mapping |= _attention(f"{prefix}/MultiHeadDotProductAttention_{i}", (*block, "attention"))
+        mapping |= _swiglu(f"{prefix}/SwiGLU_{i}", (*block, "mlp"), with_time=with_time)
+    return mapping
+
+
+def dit_mapping(depth: int = 24) -> dict[str, ParamPath]:
+    """Published ``dit.safetensors`` keys → :class:`~.dit.DiT` param paths."""
+    mapping = (
+        _leaves("LayerNorm_0", ("patch_norm_in",), AFFINE)
+        | _leaves("Dense_0", ("patch_proj",))
+        | _leaves("LayerNorm_1", ("patch_norm_out",), AFFINE)
+        | _leaves("Dense_1", ("time_mlp_in",))
+        | _leaves("Dense_2", ("time_mlp_out",))
+        | _leaves("FinalLayer_0/Dense_0", ("final", "adaln"))
+        | _leaves("FinalLayer_0/RMSNorm_0", ("final", "norm"), SCALE)
+        | _leaves("FinalLayer_0/Dense_1", ("final", "proj"))
+    )
+    for i in range(depth):
+        pub, ours = f"DiTBlock_{i}", ("blocks", i)
+        mapping |= _leaves(f"{pub}/Dense_0", (*ours, "adaln"))
+        mapping |= _leaves(f"{pub}/RMSNorm_0", (*ours, "attention_norm"), SCALE)
+        mapping |= _leaves(f"{pub}/RMSNorm_1", (*ours, "mlp_norm"), SCALE)
+        mapping |= _attention(f"{pub}/MultiHeadDotProductAttention_0", (*ours, "attention"))
+        mapping |= _swiglu(f"{pub}/SwiGLU_0", (*ours, "mlp"), with_time=False)
+    return mapping
+
+
 def _conv_model_mapping(model: UNet | ADM | UViT) -> dict[str, ParamPath]:
-    """Time MLP, stem, encoder, middle, decoder, head: the published call order (facts §12)."""
+    """Time MLP, stem, encoder, middle, decoder, head: the order the reference code calls them."""
     names, m = _LinenNames(), {}
 
     def block(ours: ParamPath, rb: ResNetBlock):
@@ -110,7 +177,7 @@ def _conv_model_mapping(model: UNet | ADM | UViT) -> dict[str, ParamPath]:
         block(("middle_1",), model.middle_1)
     else:
         depth = len(model.transformer.blocks)
-        sub = transformer_published_mapping(depth, prefix=names("Transformer"))
+        sub = transformer_mapping(depth, prefix=names("Transformer"))
         m |= {k: ("transformer", *p) for k, p in sub.items()}
     stages("decoder")
     block(("final_block",), model.final_block)
@@ -128,7 +195,7 @@ def published_mapping(model: nnx.Module) -> dict[str, ParamPath]:
     if isinstance(model, UNet | ADM | UViT):
         return _conv_model_mapping(model)
     if isinstance(model, DiT):
-        return dit_published_mapping(len(model.blocks))
+        return dit_mapping(len(model.blocks))
     raise ValueError(f"no published layout for {type(model).__name__}")
 
 

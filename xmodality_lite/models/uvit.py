@@ -8,34 +8,35 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from xmodality_lite.models.adm import check_diffusion_inputs
+from xmodality_lite.models.encoder_decoder import Decoder, Encoder
 from xmodality_lite.models.layers import (
     ResNetBlock,
     TimeMLP,
     Variant,
+    check_diffusion_inputs,
     check_variant,
     conv,
     dense,
 )
 from xmodality_lite.models.transformer import Transformer, sincos_2d_embedding
-from xmodality_lite.models.unet import Decoder, Encoder
 from xmodality_lite.models.wavelets import dwt2, idwt2
 
 
 class UViT(nnx.Module):
-    """v̂ = UViT(x_t, cond, λ): all [B, H, W, 1] but λ [B] (paper §3.2; facts §4).
+    """v̂ = UViT(x_t, cond, λ): all [B, H, W, 1] but λ [B] (paper §3.2).
 
-    concat([cond, x_t]) (condition first, facts §15.2) → DWT [B, H/2, W/2, 8] (subband-major) →
+    concat([cond, x_t]) (condition first, as in the reference code) → DWT [B, H/2, W/2, 8] (subband-major) →
     stem conv 7×7 → Encoder as in ADM → tokens + 2-D sin-cos embedding → Transformer (pre-norm
     RMSNorm, SwiGLU FiLM-ed by the time embedding, final RMSNorm) → Decoder → concat stem
     output → ResNetBlock → Dense(8) → inverse DWT [B, H, W, 2] → Dense(1), a learned mix of
     the two reconstructed planes.
 
     ``variant="published"`` reproduces the released model exactly (124,719,499 parameters),
-    with its quirks (facts §15): row-wise conv-stage attention (§15.4, kept in both variants);
-    blocks declared with dim == dim_out have no residual (§15.5); the decoder never reads the
-    two highest-resolution skips (§15.6). ``variant="corrected"`` gives every block a residual
-    and a decoder stage at the stem's resolution that reads them (see :class:`~.unet.Decoder`).
+    with the reference code's quirks: row-wise conv-stage attention
+    (:class:`~.layers.RowAttention`, kept in both variants); blocks declared with dim == dim_out
+    have no residual; the decoder never reads the two highest-resolution skips.
+    ``variant="corrected"`` gives every block a residual and a decoder stage at the stem's
+    resolution that reads them (see :class:`~.encoder_decoder.Decoder`).
     """
 
     kind = "diffusion"
