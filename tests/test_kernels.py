@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from xmodality_lite.models import attention, convolution
-from xmodality_lite.models.layers import conv
+from xmodality_lite.models.layers import MultiHeadSelfAttention, RowAttention, conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -103,6 +103,12 @@ def test_default_thresholds_keep_small_layers_on_xla():
 def test_model_conv_layer_gradient_equals_plain_nnx_conv(monkeypatch):
     monkeypatch.setattr(convolution, "MIN_CHANNELS", 1)
     monkeypatch.setattr(convolution, "MIN_INPUT_BYTES", 0)
+    # The custom backward rule calls conv_kernel_grad; count its calls, so this test fails if
+    # nnx.Conv stops passing our conv_general_dilated through (both gradients would still agree).
+    calls = []
+    kernel_grad = convolution.conv_kernel_grad
+    monkeypatch.setattr(convolution, "conv_kernel_grad",
+                        lambda *a: calls.append(a[2]) or kernel_grad(*a))
     ours = conv(6, 5, 3, dtype=jnp.float32, rngs=nnx.Rngs(0))
     plain = nnx.Conv(6, 5, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
     plain.kernel[...] = ours.kernel[...]
@@ -112,8 +118,34 @@ def test_model_conv_layer_gradient_equals_plain_nnx_conv(monkeypatch):
         return nnx.grad(lambda m: jnp.sum(m(x) ** 2))(layer)
 
     g_ours, g_plain = grads(ours), grads(plain)
+    assert calls == [(3, 3, 6, 5)]  # our rule computed the kernel gradient, once
     assert rel_err(g_ours.kernel[...], g_plain.kernel[...]) < 1e-5
     assert rel_err(g_ours.bias[...], g_plain.bias[...]) < 1e-5
+
+
+def test_conv_fast_path_has_no_forward_mode(monkeypatch):
+    # as layers.conv documents: jvp through a layer on the custom-VJP path raises; grad works
+    monkeypatch.setattr(convolution, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(convolution, "MIN_INPUT_BYTES", 0)
+    layer = conv(4, 4, 3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    x = normal(0, (1, 6, 6, 4))
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(layer, (x,), (x,))
+    monkeypatch.setattr(convolution, "MIN_CHANNELS", 128)  # a small layer stays on lax: jvp works
+    jax.jvp(layer, (x,), (x,))
+
+
+def test_conv_dispatch_leaves_other_backends_to_xla(monkeypatch):
+    monkeypatch.setattr(convolution, "MIN_CHANNELS", 4)
+    monkeypatch.setattr(convolution, "MIN_INPUT_BYTES", 0)
+    x, w = normal(0, (1, 8, 8, 8)), normal(1, (3, 3, 8, 8))
+
+    def call(x, w):
+        return convolution.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+
+    assert _uses_custom_vjp(call, x, w)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not _uses_custom_vjp(lambda x, w: call(x, w), x, w)  # a new function: no cached trace
 
 
 # --- attention --------------------------------------------------------------------------------
@@ -151,3 +183,31 @@ def test_attention_rejects_mismatched_shapes():
         attention.dot_product_attention(q, q[:, :4], q)
     with pytest.raises(ValueError, match=r"\[B, T, heads, d\]"):
         attention.dot_product_attention(q[0], q[0], q[0])
+
+
+def _custom_softmax_vjp_ran(fn, *args) -> bool:
+    """Whether the gradient of ``fn`` contains the row sum that only our softmax VJP materialises."""
+    return "optimization_barrier" in str(jax.make_jaxpr(jax.grad(fn))(*args))
+
+
+def test_attention_dispatch_uses_our_kernel_on_the_cpu_only(monkeypatch):
+    q, k, v = (normal(i, (2, 8, 2, 4)) for i in range(3))
+
+    def loss():  # a new function per call, so that no cached trace hides the dispatch
+        return lambda q: jnp.sum(attention.dot_product_attention(q, k, v) ** 2)
+
+    assert jax.default_backend() == "cpu"  # the test suite runs on the CPU
+    assert _custom_softmax_vjp_ran(loss(), q)
+    cpu = attention.dot_product_attention(q, k, v)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not _uses_custom_vjp(loss(), q) and not _custom_softmax_vjp_ran(loss(), q)
+    assert rel_err(cpu, attention.dot_product_attention(q, k, v)) < 1e-5
+
+
+@pytest.mark.parametrize("cls, shape", [
+    (RowAttention, (1, 4, 6, 8)),  # conv stages: [B, H, W, C]
+    (MultiHeadSelfAttention, (2, 6, 8)),  # transformers: [B, N, D]
+])
+def test_model_attention_gradient_runs_our_softmax_vjp(cls, shape):
+    module = cls(8, 2, rngs=nnx.Rngs(0))
+    assert _custom_softmax_vjp_ran(lambda x: jnp.sum(module(x) ** 2), normal(5, shape))

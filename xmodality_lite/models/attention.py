@@ -1,7 +1,9 @@
 """Scaled dot-product attention, softmax(Q Kᵀ / √d) V (Vaswani et al. 2017), laid out for XLA's CPU.
 
-Same result as ``jax.nn.dot_product_attention`` (to float32 rounding; tested), faster on the
-CPU in both directions at all three shapes our models use (``benchmarks/RESULTS.md`` §1):
+Dispatched like :mod:`.convolution`: on the CPU backend our kernel below, elsewhere
+``jax.nn.dot_product_attention`` (XLA's), unchanged. Ours gives the same result (to float32
+rounding; tested) and is faster on the CPU in both directions at all three shapes our models use
+(``benchmarks/RESULTS.md`` §1); it was measured only there, so only there is it used:
 
 * the heads are moved next to the batch axis once ([B, T, heads, d] → [B, heads, T, d]), so
   both products are plain batched GEMMs with no per-call layout changes;
@@ -10,6 +12,8 @@ CPU in both directions at all three shapes our models use (``benchmarks/RESULTS.
   recompute it for every element of the row.
 
 Used by the conv-stage row attention (ADM, U-ViT) and by the transformer blocks (U-ViT, DiT).
+``softmax_last`` is a ``jax.custom_vjp``: reverse mode works, forward mode (``jvp``) through the
+CPU path does not.
 """
 
 from __future__ import annotations
@@ -37,12 +41,23 @@ def _softmax_last_bwd(p, g):
 softmax_last.defvjp(_softmax_last_fwd, _softmax_last_bwd)
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """softmax(q kᵀ / √d) v for q, k, v [B, T, heads, d] → [B, T, heads, d] (no mask, no bias)."""
-    if not (q.ndim == k.ndim == v.ndim == 4) or q.shape != k.shape or k.shape != v.shape:
-        raise ValueError("q, k, v must share one shape [B, T, heads, d]; got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+def cpu_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Our kernel: heads next to the batch, two batched GEMMs, :func:`softmax_last` between."""
     q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))  # [B, heads, T, d]
     logits = jnp.einsum("bnth,bnsh->bnts", q, k, preferred_element_type=jnp.float32)
     probs = softmax_last(logits * (q.shape[-1] ** -0.5)).astype(v.dtype)
     return jnp.swapaxes(jnp.einsum("bnts,bnsh->bnth", probs, v), 1, 2)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax(q kᵀ / √d) v for q, k, v [B, T, heads, d] → [B, T, heads, d] (no mask, no bias).
+
+    :func:`cpu_dot_product_attention` when the default backend is the CPU, else
+    ``jax.nn.dot_product_attention``.
+    """
+    if not (q.ndim == k.ndim == v.ndim == 4) or q.shape != k.shape or k.shape != v.shape:
+        raise ValueError("q, k, v must share one shape [B, T, heads, d]; got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if jax.default_backend() == "cpu":
+        return cpu_dot_product_attention(q, k, v)
+    return jax.nn.dot_product_attention(q, k, v)
