@@ -94,6 +94,58 @@ def _operations(repeats: int) -> dict:
     return {"wavelet": rows}
 
 
+def _profile(name: str, repeats: int) -> dict:
+    """Where a cpu-profile train step spends its time: XLA's per-operation trace
+    (``jax.profiler``, Perfetto JSON) summed by kind — the fusion or op name less its number —
+    and the host's share: fetching and converting one batch (``data.batch_at`` + ``as_pair``)."""
+    import collections
+    import gzip
+    import re
+    import time
+
+    import jax
+    from flax import nnx
+
+    from xmodality_lite import training
+    from xmodality_lite.config import get_profile
+
+    prof = get_profile("cpu")
+    data = training.default_data(prof, prof.train.seed)
+    t0 = time.perf_counter()
+    for k in range(20):
+        training.as_pair(data.batch_at(k))
+    host_s = (time.perf_counter() - t0) / 20
+
+    run = training.start_run(name, prof, 0)
+    graphdef, state = nnx.split(run.objects)
+    step = training.make_train_step(graphdef, gamma=prof.train.min_snr_gamma,
+                                    ema_decay=prof.train.ema_decay, ema_warmup=True)
+    tof, cta = training.as_pair(data.batch_at(0))
+    key = jax.random.key(0)
+    for _ in range(2):
+        state, loss = step(state, tof, cta, key)
+    jax.block_until_ready(loss)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        for _ in range(repeats):
+            state, loss = step(state, tof, cta, key)
+            jax.block_until_ready(loss)
+        jax.profiler.stop_trace()
+        traced_s = (time.perf_counter() - t0) / repeats
+        trace = next(Path(tmp).rglob("*.trace.json.gz"))
+        events = json.load(gzip.open(trace))["traceEvents"]
+    kinds = collections.Counter()
+    for e in events:
+        name_ = e.get("name", "")
+        if e.get("ph") != "X" or name_.startswith("$") or "::" in name_ or "(" in name_:
+            continue  # python frames, runtime bookkeeping: keep XLA's operations
+        kinds[re.sub(r"\.\d+$", "", name_)] += e["dur"] / 1e6 / repeats
+    total = sum(kinds.values())
+    return {"host_s": host_s, "traced_step_s": traced_s, "ops_s": total,
+            "kinds": dict(kinds.most_common(8))}
+
+
 def _ceilings_and_kernels(repeats: int) -> dict:
     """GEMM and 3×3 convolution GFLOP/s (fastest of the runs), the models' FLOPs, and our
     attention against ``jax.nn.dot_product_attention`` at the cpu models' shapes."""
@@ -177,9 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         what, *rest = args.worker
         repeats = int(rest[-1])
-        result = {"model": _worker, "operations": lambda r: _operations(r),
+        result = {"model": _worker, "profile": _profile, "operations": lambda r: _operations(r),
                   "ceilings": lambda r: _ceilings_and_kernels(r)}[what]
-        out = result(rest[0], repeats) if what == "model" else result(repeats)
+        out = result(rest[0], repeats) if what in ("model", "profile") else result(repeats)
         import xmodality_lite
 
         print(json.dumps({**out, "package": str(Path(xmodality_lite.__file__).parent)}))
@@ -203,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
                     log(f"[cpu_profile] {name} {side} (round {r + 1}/{args.rounds})")
                     runs[side].append(_run_side(roots[side], "model", name, str(args.repeats)))
             sides[name] = runs
+        profiles = {name: _run_side(ROOT, "profile", name, "3") for name in args.models.split(",")}
     rows = []
     for name, runs in sides.items():
         row = {"model": name, "forward_gflop_b1": ceilings["forward_gflop"][name]}
@@ -222,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {"baseline": baseline_rev, "train_batch": TRAIN_BATCH,
                "sample_batch": SAMPLE_BATCH, "rounds": args.rounds, "repeats": args.repeats,
                "ceilings": ceilings, "operations": operations, "rows": rows,
+               "profiles": profiles,
                "load_before": before, "load_after": load()}
     path = write_result("cpu_profile", payload)
     log(f"[cpu_profile] wrote {path}")

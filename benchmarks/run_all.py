@@ -22,7 +22,7 @@ from benchmarks.common import RESULTS, git_commit, log, machine, versions
 HERE = Path(__file__).resolve().parent
 DEFAULT = ("models", "sampler", "volume", "registration", "compilation")
 SECTIONS = ("models", "sampler", "volume", "registration", "notebooks", "compilation",
-            "teaching")  # RESULTS order
+            "teaching", "cpu_profile")  # RESULTS order
 
 
 def _read(section: str) -> dict | None:
@@ -266,7 +266,58 @@ def _teaching(r: dict) -> list[str]:
                          "PSNR dB", "SSIM", "MAE"], body)
 
 
-RENDER = {"models": _models, "sampler": _sampler, "volume": _volume,
+def _cpu_profile(r: dict) -> list[str]:
+    c = r["ceilings"]
+    gemm, conv = max(c["gemm_gflops"].values()), max(c["conv_gflops"].values())
+    out = ["## 8. cpu profile: before and after the speed-ups, in one run", "",
+           "`benchmarks/bench_cpu_profile.py`: the package at the baseline commit "
+           f"`{r['baseline']}` (before) and this checkout (after), each timed in fresh worker "
+           f"processes, alternating before/after {r['rounds']}× per model; medians of "
+           f"{r['repeats']} calls. Train step: batch {r['train_batch']}, the recipe's Adam and "
+           f"EMA; forward: one sampler step at batch {r['sample_batch']}. Speed-up = before ÷ "
+           "after (wall; CPU time in brackets). Achieved GFLOP/s = XLA's forward FLOPs (× 3 for "
+           f"a train step) ÷ time, against this run's ceilings: float32 GEMM **{gemm:.0f}** "
+           f"GFLOP/s, 3×3 convolution **{conv:.0f}** GFLOP/s.", ""]
+    body = []
+    for x in r["rows"]:
+        body.append([x["model"], f"{x['train_before_s']:.3f}", f"{x['train_after_s']:.3f}",
+                     f"{x['train_speedup']:.2f}× ({x['train_speedup_cpu']:.2f}×)",
+                     f"{x['forward_before_s']:.3f}", f"{x['forward_after_s']:.3f}",
+                     f"{x['forward_speedup']:.2f}× ({x['forward_speedup_cpu']:.2f}×)",
+                     f"{x['train_gflops_after']:.0f} ({x['train_gflops_after'] / gemm:.2f})",
+                     f"{x['forward_gflops_after']:.0f} ({x['forward_gflops_after'] / gemm:.2f})"])
+    out += _table(["model", "train s before", "after", "speed-up", "forward s before", "after",
+                   "speed-up", "train GFLOP/s (÷ GEMM)", "forward GFLOP/s (÷ GEMM)"], body)
+    ops = r["operations"]
+    rows = [[f"{list(map(int, b['shape']))}", f"{b['cpu_median_s'] * 1e3:.1f}",
+             f"{a['cpu_median_s'] * 1e3:.1f}", f"{b['cpu_median_s'] / a['cpu_median_s']:.0f}×"]
+            for b, a in zip(ops["before"]["wavelet"], ops["after"]["wavelet"], strict=True)]
+    out += ["The wavelet front end (`dwt2` → 1×1 mix → `idwt2`, forward + backward; CPU ms): a "
+            "9×9 depthwise stride-2 convolution before, two small matrix products per axis "
+            "after (`models.wavelets`; the same operator, tested equal).", ""]
+    out += _table(["[B, H, W, C]", "convolution ms", "matrices ms", "speed-up"], rows)
+    out += ["Our attention (`models.attention`, CPU only) against `jax.nn.dot_product_attention` "
+            "at every shape the cpu models use (forward + VJP, wall s, after):", ""]
+    out += _table(["where", "[B, T, heads, d]", "jax.nn s", "ours s", "ours faster by"],
+                  [[a["where"], str(a["shape"]), f"{a['jax_vjp_s']:.4f}", f"{a['ours_vjp_s']:.4f}",
+                    f"{a['jax_vjp_s'] / a['ours_vjp_s']:.2f}×"] for a in c["attention"]])
+    if r.get("profiles"):
+        out += ["Where a train step's time goes (after; XLA's per-operation trace summed by "
+                "kind, ms per step; `ynn_fusion` = the GEMM/convolution library's fused "
+                "operations). Host = fetching and converting one batch in Python: against a step "
+                "of a tenth of a second or more, several steps per compiled call would save "
+                "under 1 %, so the loop stays one step per call.", ""]
+        prow = []
+        for name, p in r["profiles"].items():
+            top = ", ".join(f"{k} {v * 1e3:.0f}" for k, v in list(p["kinds"].items())[:6])
+            prow.append([name, f"{p['traced_step_s'] * 1e3:.0f}", f"{p['ops_s'] * 1e3:.0f}",
+                         f"{p['host_s'] * 1e3:.2f}", top])
+        out += _table(["model", "step ms (traced)", "ops ms (both threads)", "host ms",
+                       "largest kinds, ms"], prow)
+    return out
+
+
+RENDER = {"cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
           "registration": _registration, "notebooks": _notebooks, "compilation": _compilation,
           "teaching": _teaching}
 

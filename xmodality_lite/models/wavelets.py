@@ -11,7 +11,7 @@ batch is two matrix products, differentiable and batched over images and channel
 
 ``dwt2`` equals ``pywt.dwt2(x, "bior4.4", mode="periodization")`` exactly, with no circular
 shift (tested), and ``idwt2`` is its exact inverse. The same operator as a 9×9 depthwise
-convolution at stride 2 (tested equal) runs 30–130× slower on XLA's CPU backend, forward and
+convolution at stride 2 (tested equal) runs 20–60× slower on XLA's CPU backend, forward and
 backward, at the U-ViT's shapes (``benchmarks/RESULTS.md``, cpu profile).
 
 Channel layout is subband-major: ``[LL_0..LL_{C-1}, LH_0.., HL_0.., HH_0..]`` where LH is
