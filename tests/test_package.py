@@ -42,10 +42,9 @@ def test_every_submodule_is_reachable_lazily():
 
 def test_docstrings_cite_the_paper_not_private_notes():
     """Sources a reader can open: the paper's sections and equations, a publication, or the
-    reference code's behaviour in words; never "facts §N", notes that are not in the repository.
-    (models/ is being rewritten under issue 14, part 1, which removes its citations there.)"""
+    reference code's behaviour in words; never "facts §N", notes that are not in the repository."""
     cited = [f"{p.relative_to(INIT.parent)}:{i}"
-             for p in sorted(INIT.parent.rglob("*.py")) if "models" not in p.parts
+             for p in sorted(INIT.parent.rglob("*.py"))
              for i, line in enumerate(p.read_text().splitlines(), 1)
              if re.search(r"facts\b", line)]
     assert not cited, f"private notes cited: {cited}"

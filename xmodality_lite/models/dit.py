@@ -120,11 +120,6 @@ class DiT(nnx.Module):
         ])
         self.final = FinalLayer(dim, patch_size * patch_size, dtype=dtype, rngs=rngs)
 
-    @property
-    def hidden_size(self) -> int:
-        """DiT's name for :attr:`dim` (Peebles & Xie 2023), kept for the lessons that use it."""
-        return self.dim
-
     def __call__(self, x_t: jax.Array, cond: jax.Array, logsnr: jax.Array) -> jax.Array:
         """x_t, cond: [B, H, W, 1]; logsnr: [B] → v̂ [B, H, W, 1] (float32)."""
         check_diffusion_inputs(x_t, cond, logsnr, self.channels, self.downsampling)
