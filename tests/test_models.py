@@ -174,7 +174,9 @@ def test_bad_shapes_raise_naming_the_expected_shape(name):
     multiple = 8 if name == "uvit" else 4
     bad_size = inputs(multiple * 5 + 4)[0] if name == "uvit" else inputs(34)[0]
     for bad in (x[..., 0], jnp.concatenate([x, x], -1), bad_size):
-        with pytest.raises(ValueError, match=rf"\[B, H, W, 1\] with H, W divisible by {multiple}"):
+        what = "patch_size" if name == "dit" else "the downsampling factor"
+        with pytest.raises(ValueError,
+                           match=rf"\[B, H, W, 1\] with H, W divisible by {what} {multiple}"):
             model(bad, bad if bad.shape != x.shape else cond, logsnr)
     if model.kind == "diffusion":
         with pytest.raises(ValueError, match="cond must have the shape of x"):

@@ -122,7 +122,7 @@ class DiT(nnx.Module):
 
     def __call__(self, x_t: jax.Array, cond: jax.Array, logsnr: jax.Array) -> jax.Array:
         """x_t, cond: [B, H, W, 1]; logsnr: [B] → v̂ [B, H, W, 1] (float32)."""
-        check_diffusion_inputs(x_t, cond, logsnr, self.channels, self.downsampling)
+        check_diffusion_inputs(x_t, cond, logsnr, self.channels, self.downsampling, "patch_size")
         wavelet = self.variant == "corrected"
         p = self.patch_size // 2 if wavelet else self.patch_size
         # 1. patch embedding of [x_t, cond] plus fixed 2-D position embedding

@@ -67,9 +67,11 @@ def check_variant(variant: str) -> None:
         raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
 
 
-def check_image(x: jax.Array, name: str, channels: int, multiple: int) -> None:
-    """Raise unless ``x`` is [B, H, W, channels] with H and W divisible by ``multiple``."""
-    expected = f"[B, H, W, {channels}] with H, W divisible by {multiple}"
+def check_image(x: jax.Array, name: str, channels: int, multiple: int,
+                what: str = "the downsampling factor") -> None:
+    """Raise unless ``x`` is [B, H, W, channels] with H and W divisible by ``multiple``
+    (``what`` names it in the message: the downsampling factor, or DiT's patch size)."""
+    expected = f"[B, H, W, {channels}] with H, W divisible by {what} {multiple}"
     if x.ndim != 4 or x.shape[-1] != channels or x.shape[1] % multiple or x.shape[2] % multiple:
         raise ValueError(f"{name} must be {expected}; got shape {tuple(x.shape)}")
 
@@ -81,9 +83,10 @@ def check_logsnr(logsnr: jax.Array | None, batch: int) -> None:
 
 
 def check_diffusion_inputs(x: jax.Array, cond: jax.Array | None, logsnr: jax.Array | None,
-                           channels: int, multiple: int) -> None:
+                           channels: int, multiple: int,
+                           what: str = "the downsampling factor") -> None:
     """x_t and cond [B, H, W, channels] (H, W divisible by ``multiple``), λ [B]."""
-    check_image(x, "x", channels, multiple)
+    check_image(x, "x", channels, multiple, what)
     if cond is None or tuple(cond.shape) != tuple(x.shape):
         got = None if cond is None else tuple(cond.shape)
         raise ValueError(f"cond must have the shape of x, {tuple(x.shape)}; got {got}")
