@@ -11,6 +11,9 @@ export PYTHONHASHSEED := 0
 # the checkout keeps its cache in data/cache (git-ignored, `make clean`); an installed package
 # uses the per-user cache folder (xmodality_lite.data.dataset.default_cache_dir)
 export XMODALITY_CACHE ?= $(CURDIR)/data/cache
+# tests in parallel, one file per worker (a file's fixtures, e.g. the book build, are built once):
+# on 2 cores the book build runs beside the rest of the suite. PYTEST_PARALLEL= runs serially.
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: all env book test test-fast lint bench checkpoints clean help
 
@@ -49,10 +52,10 @@ book: env  ## execute every notebook (default profile: cpu) and build the HTML b
 	@echo "Open _build/html/index.html"
 
 test: env  ## the test suite, the notebooks at the smoke profile, and the built book's checks
-	XMODALITY_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	XMODALITY_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) --durations 15 tests
 
 test-fast: env  ## unit tests only (no notebooks, no book build)
-	XMODALITY_PROFILE=smoke $(BIN)/python -m pytest -q -m "not book" tests
+	XMODALITY_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) -m "not book" tests
 
 lint: env  ## ruff
 	$(BIN)/ruff check xmodality_lite tests benchmarks
