@@ -153,8 +153,10 @@ def _ceilings_and_kernels(repeats: int) -> dict:
     import jax.numpy as jnp
 
     from xmodality_lite.config import get_profile
-    from xmodality_lite.models import model_flops
+    from xmodality_lite.models import attention, model_flops
     from xmodality_lite.models.attention import dot_product_attention
+
+    kernel = getattr(attention, "cpu_dot_product_attention", dot_product_attention)
 
     def normal(seed, shape):
         return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
@@ -178,14 +180,21 @@ def _ceilings_and_kernels(repeats: int) -> dict:
     out["forward_gflop"] = {name: model_flops(name, prof, batch=1) / 1e9 for name in MODELS}
 
     attn = []  # [B, T, heads, d] of the cpu models' attention at the train batch
-    for where, shape in [("ADM row attention, 64² stage", (TRAIN_BATCH * 64, 64, 4, 4)),
-                         ("ADM row attention, 32² stage", (TRAIN_BATCH * 32, 32, 4, 8)),
-                         ("ADM row attention, 16² stage", (TRAIN_BATCH * 16, 16, 4, 16)),
+    for where, shape in [("ADM/U-ViT rows, 64² stage", (TRAIN_BATCH * 64, 64, 4, 4)),
+                         ("ADM/U-ViT rows, 32² stage, d = 4", (TRAIN_BATCH * 32, 32, 4, 4)),
+                         ("ADM rows, 32² stage, d = 8", (TRAIN_BATCH * 32, 32, 4, 8)),
+                         ("ADM/U-ViT rows, 16² stage, d = 4", (TRAIN_BATCH * 16, 16, 4, 4)),
+                         ("ADM/U-ViT rows, 16² stage, d = 8", (TRAIN_BATCH * 16, 16, 4, 8)),
+                         ("ADM rows, 16² stage, d = 16", (TRAIN_BATCH * 16, 16, 4, 16)),
+                         ("U-ViT rows, 8² stage, d = 8", (TRAIN_BATCH * 8, 8, 4, 8)),
+                         ("U-ViT rows, 8² stage, d = 16", (TRAIN_BATCH * 8, 8, 4, 16)),
                          ("U-ViT transformer, 8×8 tokens", (TRAIN_BATCH, 64, 4, 16)),
                          ("DiT, 16×16 tokens", (TRAIN_BATCH, 256, 4, 32))]:
         q, k, v, g = (normal(i, shape) for i in range(4))
-        row = {"where": where, "shape": list(shape)}
-        for name, fn in [("jax", jax.nn.dot_product_attention), ("ours", dot_product_attention)]:
+        row = {"where": where, "shape": list(shape),
+               "path": "ours" if shape[1] >= getattr(attention, "MIN_TOKENS", 0) else "XLA's"}
+        for name, fn in [("jax", jax.nn.dot_product_attention), ("ours", dot_product_attention),
+                         ("kernel", kernel)]:
             vjp = jax.jit(lambda q, k, v, g, fn=fn: jax.vjp(fn, q, k, v)[1](g))
             timing = time_call(lambda vjp=vjp, args=(q, k, v, g): vjp(*args), repeats)
             row[f"{name}_vjp_s"] = timing["median_s"]

@@ -191,7 +191,7 @@ def _custom_softmax_vjp_ran(fn, *args) -> bool:
 
 
 def test_attention_dispatch_uses_our_kernel_on_the_cpu_only(monkeypatch):
-    q, k, v = (normal(i, (2, 8, 2, 4)) for i in range(3))
+    q, k, v = (normal(i, (2, attention.MIN_TOKENS, 2, 4)) for i in range(3))
 
     def loss():  # a new function per call, so that no cached trace hides the dispatch
         return lambda q: jnp.sum(attention.dot_product_attention(q, k, v) ** 2)
@@ -204,9 +204,19 @@ def test_attention_dispatch_uses_our_kernel_on_the_cpu_only(monkeypatch):
     assert rel_err(cpu, attention.dot_product_attention(q, k, v)) < 1e-5
 
 
+def test_short_sequences_use_xlas_attention():
+    """Below MIN_TOKENS XLA's attention is the faster one on the CPU (RESULTS.md §8)."""
+    short, long_ = (normal(0, (2, t, 2, 4)) for t in (attention.MIN_TOKENS // 2, attention.MIN_TOKENS))
+    for x, ours in ((short, False), (long_, True)):
+        assert _custom_softmax_vjp_ran(
+            lambda q, x=x: jnp.sum(attention.dot_product_attention(q, x, x) ** 2), x) is ours
+        np.testing.assert_allclose(attention.dot_product_attention(x, x, x),
+                                   jax.nn.dot_product_attention(x, x, x), atol=1e-5)
+
+
 @pytest.mark.parametrize("cls, shape", [
-    (RowAttention, (1, 4, 6, 8)),  # conv stages: [B, H, W, C]
-    (MultiHeadSelfAttention, (2, 6, 8)),  # transformers: [B, N, D]
+    (RowAttention, (1, 4, 32, 8)),  # conv stages: [B, H, W, C], rows of W = 32 tokens
+    (MultiHeadSelfAttention, (2, 32, 8)),  # transformers: [B, N, D]
 ])
 def test_model_attention_gradient_runs_our_softmax_vjp(cls, shape):
     module = cls(8, 2, rngs=nnx.Rngs(0))

@@ -1,9 +1,12 @@
 """Scaled dot-product attention, softmax(Q Kᵀ / √d) V (Vaswani et al. 2017), laid out for XLA's CPU.
 
-Dispatched like :mod:`.convolution`: on the CPU backend our kernel below, elsewhere
-``jax.nn.dot_product_attention`` (XLA's), unchanged. Ours gives the same result (to float32
-rounding; tested) and is faster on the CPU in both directions at all three shapes our models use
-(``benchmarks/RESULTS.md`` §1); it was measured only there, so only there is it used:
+Dispatched like :mod:`.convolution`: our kernel below on the CPU backend for sequences of at
+least ``MIN_TOKENS`` tokens, ``jax.nn.dot_product_attention`` (XLA's) for shorter ones and on
+every other backend. Ours gives the same result (to float32 rounding; tested) and is
+1.2–1.5× faster on the CPU, forward + backward, at every shape of 32 tokens or more that the
+models use; at 8 and 16 tokens (the conv stages' 8² and 16² rows) XLA's is faster
+(``benchmarks/RESULTS.md`` §8, the cpu profile). It was measured only on the CPU, so only
+there is it used:
 
 * the heads are moved next to the batch axis once ([B, T, heads, d] → [B, heads, T, d]), so
   both products are plain batched GEMMs with no per-call layout changes;
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+MIN_TOKENS = 32  # shorter sequences: XLA's attention is faster (measured, RESULTS.md §8)
 
 
 @jax.custom_vjp
@@ -52,12 +57,12 @@ def cpu_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.A
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """softmax(q kᵀ / √d) v for q, k, v [B, T, heads, d] → [B, T, heads, d] (no mask, no bias).
 
-    :func:`cpu_dot_product_attention` when the default backend is the CPU, else
-    ``jax.nn.dot_product_attention``.
+    :func:`cpu_dot_product_attention` when the default backend is the CPU and T ≥
+    ``MIN_TOKENS``, else ``jax.nn.dot_product_attention``.
     """
     if not (q.ndim == k.ndim == v.ndim == 4) or q.shape != k.shape or k.shape != v.shape:
         raise ValueError("q, k, v must share one shape [B, T, heads, d]; got "
                          f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if jax.default_backend() == "cpu":
+    if jax.default_backend() == "cpu" and q.shape[1] >= MIN_TOKENS:
         return cpu_dot_product_attention(q, k, v)
     return jax.nn.dot_product_attention(q, k, v)
