@@ -45,7 +45,7 @@ SHIPPED_PROFILE = "cpu"  # the profile `make checkpoints` trains the shipped mod
 # Training steps of each shipped model (the rest of the recipe is the profile's). Chosen for a
 # 2-core CPU, about an hour for all four: the DiT, the best teacher per CPU-second, gets the
 # most; the ADM, 3× slower per step than the U-ViT, the fewest.
-SHIPPED_STEPS = {"unet": 2000, "adm": 1200, "uvit": 2000, "dit": 3000}
+SHIPPED_STEPS = {"unet": 2000, "adm": 3000, "uvit": 8000, "dit": 3000}
 # One diffusion model also ships weights from part-way through its run, so a lesson can show
 # samples improving with training: SNAPSHOT_DIR/<model>_step<NNNNN>.safetensors (EMA weights).
 SNAPSHOT_MODEL, SNAPSHOT_STEPS = "dit", (100, 500, 1500)
