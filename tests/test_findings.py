@@ -66,3 +66,15 @@ def test_check_readme_replaces_only_the_block():
     assert fx.check_readme(out, record) == out  # idempotent
     with pytest.raises(ValueError, match="markers"):
         fx.check_readme("no block", record)
+
+
+def test_best_vessels_is_the_diffusion_model_with_the_highest_vessel_dice():
+    from xmodality_lite.findings import findings
+
+    row = {"mse": 0.02, "mae": 0.1, "psnr": 17.0, "ssim": 0.5, "fd": 0.3}
+    slices = {"unet": {**row, "ssim": 0.6}, "uvit": {**row, "ssim": 0.55}, "dit": row}
+    vessels = {"unet": {"vessel_dice": 0.07}, "uvit": {"vessel_dice": 0.02},
+               "dit": {"vessel_dice": 0.20}}
+    f = findings(slices, vessels)
+    assert f.best_diffusion == "uvit" and f.best_vessels == "dit"
+    assert findings(slices).best_vessels == "uvit"  # no vessels scored: the best by SSIM

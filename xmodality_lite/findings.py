@@ -58,6 +58,14 @@ class Findings:
         near_best = self.unet_rank["mse"] <= 2 and self.unet_rank["psnr"] <= 2
         return near_best and bool(self.beats_unet_fd or self.beats_unet_vessels)
 
+    @property
+    def best_vessels(self) -> str:
+        """The diffusion model with the highest vessel Dice, when vessels were scored; else
+        :attr:`best_diffusion`. (The best by SSIM need not draw the best arteries.)"""
+        scored = {m: r["vessel_dice"] for m, r in self.vessels.items()
+                  if m in self.slices and m != "unet" and r.get("vessel_dice") is not None}
+        return max(scored, key=scored.get) if scored else self.best_diffusion
+
 
 def findings(slices: Mapping[str, Mapping[str, float]],
              vessels: Mapping[str, Mapping[str, float]] | None = None) -> Findings:
