@@ -163,7 +163,8 @@ def niivue_viewers(
     """One live ipyniivue ``NiiVue`` 3-D viewer per NIfTI file, grey in ``window`` (HU).
 
     Returns None, after printing how to install it, when ipyniivue is not importable; the
-    caller shows the list (e.g. side by side in an ``ipywidgets.HBox``). The files' bytes go to
+    caller displays them one below the other (inside an ``ipywidgets.HBox`` a NiiVue canvas
+    gets zero width and stays blank: seen in JupyterLab 4). The files' bytes go to
     the browser through the kernel: nothing is fetched from the network.
     """
     try:
