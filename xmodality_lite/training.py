@@ -36,11 +36,10 @@ from xmodality_lite.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from xmodality_lite.config import MODEL_KINDS, Profile, get_profile, model_kind
+from xmodality_lite.config import Profile, get_profile, model_kind
 from xmodality_lite.diffusion.losses import diffusion_loss, regression_loss
 from xmodality_lite.io import atomic_write_text
 
-KINDS = MODEL_KINDS  # config is their home
 logger = logging.getLogger(__name__)
 
 
