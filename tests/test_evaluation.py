@@ -31,6 +31,23 @@ def test_rows_per_model_and_step_count(tmp_path, monkeypatch):
     assert (tmp_path / "ev/steps_sweep.png").stat().st_size > 0
 
 
+def test_paper_table1_runs_both_samplers_and_the_unet_once(tmp_path, monkeypatch):
+    from xmodality_lite.evaluation import paper_table1
+
+    paths = _tiny_checkpoints(tmp_path, monkeypatch)
+    rng = np.random.default_rng(1)
+    tof, cta = (np.tanh(rng.normal(size=(3, 16, 16, 1))).astype(np.float32) for _ in range(2))
+    monkeypatch.setattr("xmodality_lite.evaluation.fixed_test_crops",
+                        lambda profile, n, seed: (tof, cta))
+    rows = paper_table1(paths, "smoke", steps=3, n_slices=3, extractor=None)
+    assert [(r["model"], r["sampler"], r["steps"]) for r in rows] == [
+        ("adm", "ddpm", 3), ("unet", "N/A", None), ("adm", "ddim", 3)]
+    for row in rows[::2]:  # each sampler row is that sampler's translation, scored
+        pred = translate_slices(TinyModel(rngs=nnx.Rngs(0)), tof, sampler=row["sampler"],
+                                steps=3, seed=0, progress=False)
+        assert row["psnr"] == evaluate_slices(pred, cta, extractor=None)["psnr"]
+
+
 def _tiny_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr("xmodality_lite.models.build_model", tiny_build)
     paths = []

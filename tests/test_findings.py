@@ -5,10 +5,18 @@ import pytest
 from xmodality_lite import findings as fx
 
 PAPER_LIKE = {  # Table 1 of the paper (TopCoW, 1000 DDPM steps): the pattern the book teaches
-    "unet": {"mse": 0.020, "mae": 0.067, "psnr": 19.306, "ssim": 0.528, "fd": 10.518},
-    "adm": {"mse": 0.027, "mae": 0.075, "psnr": 17.949, "ssim": 0.458, "fd": 1.005},
-    "uvit": {"mse": 0.025, "mae": 0.073, "psnr": 18.062, "ssim": 0.454, "fd": 0.919},
-}
+    r["model"]: {k: r[k] for k in ("mse", "mae", "psnr", "ssim", "fd")}
+    for r in fx.PAPER_TABLE1 if r["sampler"] in ("N/A", "ddpm") and r["model"] != "dit"}
+
+
+def test_paper_table1_is_the_papers():
+    """Spot values of Table 1 (paper §4.1), and its shape: the U-Net once, three diffusion
+    models with each sampler."""
+    rows = {(r["model"], r["sampler"]): r for r in fx.PAPER_TABLE1}
+    assert len(rows) == len(fx.PAPER_TABLE1) == 7
+    assert rows["unet", "N/A"]["psnr"] == 19.306 and rows["uvit", "ddpm"]["psnr"] == 18.062
+    assert rows["dit", "ddim"]["fd"] == 1.904 and rows["adm", "ddpm"]["ssim"] == 0.458
+    assert fx.PAPER_STEPS == 1000
 
 
 def test_paper_table_shows_the_paper_pattern():
@@ -78,3 +86,45 @@ def test_best_vessels_is_the_diffusion_model_with_the_highest_vessel_dice():
     f = findings(slices, vessels)
     assert f.best_diffusion == "uvit" and f.best_vessels == "dit"
     assert findings(slices).best_vessels == "uvit"  # no vessels scored: the best by SSIM
+
+
+def _paper_record():
+    """A record with both tables: DDIM-32 ``slices`` in which the ADM is best by SSIM, and a
+    paper-protocol ``table1`` whose DDPM rows make the U-ViT best."""
+    ddim32 = {**PAPER_LIKE, "adm": {**PAPER_LIKE["adm"], "ssim": 0.5}}
+    rows = [{**r, "fd_extractor": "standin"} for r in fx.PAPER_TABLE1]
+    rows = [{**r, "ssim": 0.47} if (r["model"], r["sampler"]) == ("uvit", "ddpm") else r
+            for r in rows]
+    return {"slices": {"n": 3, "steps": 32, "metrics": ddim32},
+            "table1": {"n": 3, "steps": 1000, "seed": 0, "seconds": 60.0, "rows": rows},
+            "training": {}}
+
+
+def test_findings_read_the_paper_protocol_ddpm_rows_when_recorded():
+    record = _paper_record()
+    assert fx.headline_slices(record)["uvit"]["ssim"] == 0.47
+    assert set(fx.headline_slices(record)) == {"unet", "adm", "uvit", "dit"}
+    assert fx.record_findings(record).best_diffusion == "uvit"
+    del record["table1"]
+    assert fx.record_findings(record).best_diffusion == "adm"  # older records: the DDIM slices
+
+
+def test_table1_markdown_bolds_the_best_row_and_sets_the_paper_beside_it():
+    rows = [{**r, "fd_extractor": "standin"} for r in fx.PAPER_TABLE1]
+    table = fx.table1_markdown(rows).splitlines()
+    assert table[0] == ("| model | sampler | MSE ↓ | MAE ↓ | PSNR ↑ | SSIM ↑ | FD (stand-in) ↓ "
+                        "| paper PSNR | paper SSIM |")
+    assert len(table) == 2 + 7
+    assert table[2] == ("| U-Net | – | **0.02** | **0.067** | **19.3** | **0.528** | 10.5 "
+                        "| 19.31 | 0.528 |")
+    assert table[5].startswith("| DiT | DDPM |") and "**0.816**" in table[5]
+    ours = [{**rows[0], "model": "unet", "psnr": 25.0}, {**rows[2], "sampler": "euler"}]
+    assert fx.table1_markdown(ours).splitlines()[3].endswith("| – | – |")  # no paper row
+
+
+def test_readme_summary_leads_with_the_paper_protocol_table():
+    text = fx.readme_summary(_paper_record())
+    assert "Table 1 as the paper ran it: 3 held-out test slices" in text
+    assert "1000 sampling steps with DDPM and with DDIM" in text
+    assert text.index("| paper PSNR |") < text.index("The lessons sample with DDIM 32 steps")
+    assert "The best diffusion model by SSIM is the U-ViT" in text

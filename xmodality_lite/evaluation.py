@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 
 from xmodality_lite.checkpoint import load_model, read_metadata
 from xmodality_lite.config import HU_WINDOW, HU_WINDOW_TEXT, get_profile
+from xmodality_lite.findings import PAPER_STEPS
 from xmodality_lite.io import atomic_path, atomic_write_text
 from xmodality_lite.metrics import evaluate_slices, format_table
 from xmodality_lite.translation import translate_slices
@@ -170,18 +172,34 @@ def reference_volume_metrics(checkpoint: str | os.PathLike, *, steps: int = 4,
                           np.asarray(pair.cta.dataobj, np.float32))
 
 
+def paper_table1(checkpoints: Sequence[str | os.PathLike], profile=None, *,
+                 steps: int = PAPER_STEPS, n_slices: int | None = 64, seed: int = 0,
+                 extractor: str | None = "standin", progress: bool = False) -> list[dict[str, Any]]:
+    """Table 1 as the paper ran it (§4.1): every diffusion model with DDPM and with DDIM,
+    ``steps`` sampling steps each (the paper's 1000), the U-Net once, on the fixed test crops."""
+    rows = []
+    for sampler in ("ddpm", "ddim"):
+        rows += [r for r in evaluate(checkpoints, profile, steps=[steps], sampler=sampler,
+                                     n_slices=n_slices, seed=seed, extractor=extractor,
+                                     progress=progress)
+                 if sampler == "ddpm" or r["sampler"] != "N/A"]  # the U-Net has no sampler
+    return rows
+
+
 def record_reference_metrics(checkpoint_dir: str | os.PathLike, *, steps: int = 4,
-                             slice_steps: int = 32, n_slices: int = 64, volume_seeds: int = 3,
+                             slice_steps: int = 32, n_slices: int = 64,
+                             paper_steps: int | None = PAPER_STEPS, volume_seeds: int = 3,
                              volume_steps: int = 8, progress: bool = False) -> Path:
     """Write ``reference_metrics.json`` beside the shipped checkpoints (``make checkpoints``).
 
-    Three records, all deterministic from their seeds: ``metrics`` — Table-3 volume metrics
+    Four records, all deterministic from their seeds: ``metrics`` — Table-3 volume metrics
     of one fixed phantom patient (:func:`reference_volume_metrics`, recomputed exactly by the
-    tests); ``slices`` — Table 1 on ``n_slices`` held-out test slices, DDIM ``slice_steps``,
-    FD on the stand-in features; ``volumes`` — :func:`evaluate_volumes` on ``volume_seeds``
-    unseen patients (regions, vessels, intervals, paired differences with the U-Net). The
-    README's and the lessons' statements about the shipped models are computed from it
-    (:mod:`xmodality_lite.findings`).
+    tests); ``table1`` — :func:`paper_table1` on ``n_slices`` held-out test slices with the
+    paper's ``paper_steps`` (None: skipped); ``slices`` — the same slices with DDIM
+    ``slice_steps``, what the lessons sample with; FD on the stand-in features; ``volumes`` —
+    :func:`evaluate_volumes` on ``volume_seeds`` unseen patients (regions, vessels, intervals,
+    paired differences with the U-Net). The README's and the lessons' statements about the
+    shipped models are computed from it (:mod:`xmodality_lite.findings`).
     """
     import json
 
@@ -191,6 +209,10 @@ def record_reference_metrics(checkpoint_dir: str | os.PathLike, *, steps: int = 
     profile = read_metadata(paths[0])["profile"]["name"]
     table1 = evaluate(paths, profile, steps=[slice_steps], sampler="ddim", n_slices=n_slices,
                       seed=0, extractor="standin", progress=progress)
+    started = time.perf_counter()
+    paper = (None if paper_steps is None else
+             paper_table1(paths, profile, steps=paper_steps, n_slices=n_slices, progress=progress))
+    paper_seconds = round(time.perf_counter() - started, 1)
     volumes = evaluate_volumes(paths, profile, seeds=volume_seeds, sampler="ddim",
                                steps=volume_steps, figures=0, progress=progress)
     record = {"phantom_seed": REFERENCE_SEED, "sampler": "ddim", "steps": steps,
@@ -199,6 +221,10 @@ def record_reference_metrics(checkpoint_dir: str | os.PathLike, *, steps: int = 
                          "metrics": {r["model"]: {k: r[k] for k in (*METRICS, "fd_extractor")}
                                      for r in table1}},
               "volumes": {k: volumes[k] for k in ("settings", "summary", "paired")},
+              **({} if paper is None else {"table1": {
+                  "n": n_slices, "steps": paper_steps, "seed": 0, "seconds": paper_seconds,
+                  "rows": [{k: r[k] for k in ("model", "sampler", *METRICS, "fd_extractor")}
+                           for r in paper]}}),
               "training": {path.stem: {k: read_metadata(path).get(k) for k in
                                        ("step", "train_seconds", "steps_per_s", "final_loss")}
                            for path in paths}}
