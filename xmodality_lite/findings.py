@@ -231,21 +231,20 @@ def readme_summary(record: Mapping[str, Any] | None = None) -> str:
     steps = ", ".join(f"{_name(m)} {t['step']:,}" for m, t in train.items())
     minutes = sum(t.get("train_seconds") or 0 for t in train.values()) / 60
     vol = record.get("volumes", {}).get("settings", {})
-    parts = [f"Trained steps: {steps} ({minutes:.0f} min in all on the machine that trained "
-             "them)."]
+    lead = f"Trained steps: {steps} ({minutes:.0f} min in all on the machine that trained them)."
     if "table1" in record:
         t1 = record["table1"]
-        parts += [f"Table 1 as the paper ran it: {t1['n']} held-out test slices of the phantom "
-                  f"(patients no model saw), {t1['steps']} sampling steps with DDPM and with "
-                  f"DDIM, metrics on [0, 1] of the {HU_WINDOW_TEXT} window; the paper's values "
-                  "(real TopCoW patients) beside them:", "", table1_markdown(t1["rows"]), "",
-                  describe(f), "",
-                  f"The lessons sample with DDIM {sl['steps']} steps (the same slices):", "",
-                  slice_table(sl["metrics"])]
+        parts = [f"{lead} Table 1 as the paper ran it: {t1['n']} held-out test slices of the "
+                 f"phantom (patients no model saw), {t1['steps']} sampling steps with DDPM and "
+                 f"with DDIM, metrics on [0, 1] of the {HU_WINDOW_TEXT} window; the paper's "
+                 "values (real TopCoW patients) beside them:", "", table1_markdown(t1["rows"]),
+                 "", describe(f), "",
+                 f"The lessons sample with DDIM {sl['steps']} steps (the same slices):", "",
+                 slice_table(sl["metrics"])]
     else:
-        parts += [f"On {sl['n']} held-out test slices of the phantom (patients no model saw), "
-                  f"DDIM {sl['steps']} steps, metrics on [0, 1] of the {HU_WINDOW_TEXT} window "
-                  "as in Table 1:", "", slice_table(sl["metrics"]), "", describe(f)]
+        parts = [f"{lead} On {sl['n']} held-out test slices of the phantom (patients no model "
+                 f"saw), DDIM {sl['steps']} steps, metrics on [0, 1] of the {HU_WINDOW_TEXT} "
+                 "window as in Table 1:", "", slice_table(sl["metrics"]), "", describe(f)]
     table = vessel_table(record)
     if table:
         parts += ["", f"Whole volumes of {len(vol.get('items', []))} unseen phantom patients "
