@@ -22,7 +22,7 @@ from benchmarks.common import RESULTS, git_commit, log, machine, versions
 HERE = Path(__file__).resolve().parent
 DEFAULT = ("models", "sampler", "volume", "registration", "compilation")
 SECTIONS = ("models", "sampler", "volume", "registration", "notebooks", "compilation",
-            "teaching", "cpu_profile")  # RESULTS order
+            "teaching", "cpu_profile", "xla_flags", "checkpoints")  # RESULTS order
 
 
 def _read(section: str) -> dict | None:
@@ -322,7 +322,52 @@ def _cpu_profile(r: dict) -> list[str]:
     return out
 
 
-RENDER = {"cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
+def _xla_flags(r: dict) -> list[str]:
+    out = ["## 9. XLA CPU flags at the cpu profile", "",
+           "`benchmarks/bench_xla_flags.py`: this checkout with XLA's defaults and with each "
+           "candidate `XLA_FLAGS`, fresh worker processes alternating default/candidate "
+           f"{r['rounds']}× per model, medians of {r['repeats']} calls; the same train step "
+           "(batch 16) and forward (batch 32) as §8. Speed-up = default ÷ candidate (wall; CPU "
+           "time in brackets); max |Δ output| compares the forward's outputs.", ""]
+    body = []
+    for x in r["rows"]:
+        if "error" in x:
+            body.append([f"`{x['flags']}`", x["model"], "–", "–", "–", "–", x["error"]])
+            continue
+        body.append([f"`{x['flags']}`", x["model"], f"{x['train_default_s']:.3f}",
+                     f"{x['train_speedup']:.2f}× ({x['train_speedup_cpu']:.2f}×)",
+                     f"{x['forward_default_s']:.3f}",
+                     f"{x['forward_speedup']:.2f}× ({x['forward_speedup_cpu']:.2f}×)",
+                     f"{x['max_output_diff']:.1e}"])
+    return out + _table(["XLA_FLAGS", "model", "train s (default)", "train speed-up",
+                         "forward s (default)", "forward speed-up", "max |Δ output|"], body)
+
+
+def _checkpoints(r: dict) -> list[str]:
+    train = r.get("training", {})
+    out = ["## 10. `make checkpoints` from a clean clone", "",
+           "`benchmarks/bench_checkpoints.py`: `make checkpoints` in a fresh clone of "
+           f"`{r['clone_commit']}` (phantom dataset generated from scratch, this checkout's "
+           f"environment), timed as a whole: **{r['wall_s'] / 60:.0f} min** on 2 cores, of which "
+           "training " + ", ".join(f"{m} {t['train_seconds'] / 60:.0f} min ({t['step']:,} steps)"
+                                   for m, t in train.items())
+           + (f", and the paper-protocol Table 1 (1000 steps) {r['table1_seconds'] / 60:.0f} min"
+              if r.get("table1_seconds") else "") + ".",
+           "", "Weights bitwise equal to the shipped ones (sha256): " + ", ".join(
+               f"{m} {'yes' if eq else 'no'}" for m, eq in r["bitwise_equal_weights"].items())
+           + ". Recorded slice metrics, shipped → clone; tolerance |ΔPSNR| ≤ "
+           f"{r['tolerance']['psnr']} dB, |ΔSSIM| ≤ {r['tolerance']['ssim']}: "
+           f"**{'all within' if r['all_within'] else 'NOT all within'}**.", ""]
+    body = [[x["model"], x["sampler"], str(x["steps"]),
+             f"{x['psnr_shipped']:.2f} → {x['psnr_clone']:.2f}",
+             f"{x['ssim_shipped']:.3f} → {x['ssim_clone']:.3f}",
+             f"{x['fd_shipped']:.3f} → {x['fd_clone']:.3f}", "yes" if x["within"] else "**no**"]
+            for x in r["rows"]]
+    return out + _table(["model", "sampler", "steps", "PSNR dB", "SSIM", "FD (stand-in)",
+                         "within"], body)
+
+
+RENDER = {"xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
           "registration": _registration, "notebooks": _notebooks, "compilation": _compilation,
           "teaching": _teaching}
 
