@@ -339,8 +339,16 @@ def _xla_flags(r: dict) -> list[str]:
                      f"{x['forward_default_s']:.3f}",
                      f"{x['forward_speedup']:.2f}× ({x['forward_speedup_cpu']:.2f}×)",
                      f"{x['max_output_diff']:.1e}"])
-    return out + _table(["XLA_FLAGS", "model", "train s (default)", "train speed-up",
-                         "forward s (default)", "forward speed-up", "max |Δ output|"], body)
+    out += _table(["XLA_FLAGS", "model", "train s (default)", "train speed-up",
+                   "forward s (default)", "forward speed-up", "max abs Δ output"], body)
+    ok = [x for x in r["rows"] if "error" not in x]
+    spread = {m: [x["train_default_s"] for x in ok if x["model"] == m]
+              for m in dict.fromkeys(x["model"] for x in ok)}
+    out += ["The defaults alone, run to run: " + ", ".join(
+        f"{m} train {min(v):.3f}–{max(v):.3f} s" for m, v in spread.items())
+        + "; a speed-up inside that spread is noise. Outputs bitwise equal under a flag mean it "
+        "did not change which library computes these layers.", ""]
+    return out
 
 
 def _checkpoints(r: dict) -> list[str]:
