@@ -22,7 +22,7 @@ from benchmarks.common import RESULTS, git_commit, log, machine, versions
 HERE = Path(__file__).resolve().parent
 DEFAULT = ("models", "sampler", "volume", "registration", "compilation")
 SECTIONS = ("models", "sampler", "volume", "registration", "notebooks", "compilation",
-            "teaching", "cpu_profile", "xla_flags", "checkpoints")  # RESULTS order
+            "teaching", "cpu_profile", "xla_flags", "checkpoints", "test_suite")  # RESULTS order
 
 
 def _read(section: str) -> dict | None:
@@ -375,7 +375,20 @@ def _checkpoints(r: dict) -> list[str]:
                          "within"], body)
 
 
-RENDER = {"xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
+def _test_suite(r: dict) -> list[str]:
+    old, new = r["runs"]
+    out = ["## 11. `make test`: when issue 17 was filed, and now", "",
+           "`benchmarks/bench_test_suite.py`: each commit's own `make test` in a fresh clone "
+           "(empty data and compilation caches; this checkout's environment, not counted), one "
+           f"after the other on this machine. **{r['ratio']:.2f}×** faster.", ""]
+    body = [[f"`{x['rev']}`", f"{x['wall_s'] / 60:.1f}", str(x.get("passed", "–")),
+             str(x.get("skipped", 0)), str(x.get("failed", 0)), x["summary"]]
+            for x in (old, new)]
+    return out + _table(["commit", "wall min", "passed", "skipped", "failed", "pytest's last line"],
+                        body)
+
+
+RENDER = {"test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
           "registration": _registration, "notebooks": _notebooks, "compilation": _compilation,
           "teaching": _teaching}
 

@@ -1,0 +1,66 @@
+"""`make test` of two commits on this machine, one after the other, each in a fresh clone.
+
+Issue 17 asks for the suite in at most half the time it took when the issue was filed
+(``BASELINE``, the last commit before it), measured on one machine run alone. Each side is a
+clean clone of its commit running its own ``make test`` with this checkout's ``.venv``
+(``make -o env``: setting the environment up is not counted) and its own, empty data and
+compilation caches, as on a fresh machine. Reported: wall time of each, the number of tests
+pytest passed, and the ratio.
+
+    python -m benchmarks.bench_test_suite                 # BASELINE, then HEAD (~30 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import ROOT, load, log, write_result
+
+BASELINE = "ec6fa12"  # the last commit before issue 17 was filed (385 tests, 22 min then)
+
+
+def _suite(rev: str, where: Path) -> dict:
+    """``make test`` of ``rev`` in a fresh clone under ``where``: wall time and pytest's tally."""
+    repo = where / rev
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", rev], cwd=repo, check=True)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("XMODALITY_", "JAX_COMPILATION_CACHE"))}
+    env["PYTHONPATH"] = str(repo)  # the clone's package (and its kernels' notebooks)
+    log(f"[test_suite] make test at {rev}")
+    t0 = time.perf_counter()
+    proc = subprocess.run(["make", "-o", "env", "test", f"VENV={ROOT / '.venv'}"], cwd=repo,
+                          env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    log(f"[test_suite] {rev}: {wall:.0f} s, {tail}")
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", tail)}
+    return {"rev": rev, "wall_s": round(wall, 1), "returncode": proc.returncode,
+            "summary": tail, **counts}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--head", default="HEAD")
+    args = parser.parse_args(argv)
+    head = subprocess.run(["git", "rev-parse", "--short", args.head], cwd=ROOT, check=True,
+                          text=True, capture_output=True).stdout.strip()
+    before = load()
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [_suite(rev, Path(tmp)) for rev in (args.baseline, head)]
+    payload = {"runs": runs, "ratio": runs[0]["wall_s"] / runs[1]["wall_s"],
+               "load_before": before, "load_after": load()}
+    path = write_result("test_suite", payload)
+    log(f"[test_suite] {payload['ratio']:.2f}× faster; wrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
