@@ -115,7 +115,7 @@ def test_table1_markdown_bolds_the_best_row_and_sets_the_paper_beside_it():
     assert table[0] == ("| model | sampler | MSE ↓ | MAE ↓ | PSNR ↑ | SSIM ↑ | FD (stand-in) ↓ "
                         "| paper PSNR | paper SSIM |")
     assert len(table) == 2 + 7
-    assert table[2] == ("| U-Net | – | **0.02** | **0.067** | **19.3** | **0.528** | 10.5 "
+    assert table[2] == ("| U-Net | – | **0.02** | **0.067** | **19.31** | **0.528** | 10.5 "
                         "| 19.31 | 0.528 |")
     assert table[5].startswith("| DiT | DDPM |") and "**0.816**" in table[5]
     ours = [{**rows[0], "model": "unet", "psnr": 25.0}, {**rows[2], "sampler": "euler"}]
