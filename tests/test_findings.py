@@ -128,3 +128,17 @@ def test_readme_summary_leads_with_the_paper_protocol_table():
     assert "1000 sampling steps with DDPM and with DDIM" in text
     assert text.index("| paper PSNR |") < text.index("The lessons sample with DDIM 32 steps")
     assert "The best diffusion model by SSIM is the U-ViT" in text
+
+
+@pytest.mark.parametrize(("low", "high", "p", "n", "verdict"), [
+    (-0.01, 0.2, 0.5, 8, "the interval contains 0"),
+    (0.05, 0.2, 0.25, 3, "cannot give p below 2/2^3 = 0.250"),
+    (0.05, 0.2, 0.0078125, 8, "the interval excludes 0 and the sign-flip test agrees"),
+])
+def test_paired_verdict_says_what_the_interval_and_p_allow(low, high, p, n, verdict):
+    row = {"model": "dit", "reference": "unet", "metric": "vessel_dice", "difference": 0.13,
+           "low": low, "high": high, "p_value": p, "n": n}
+    text = fx.paired_verdict(row)
+    assert text.startswith(f"Paired over the same {n} patients, DiT − U-Net vessel Dice: "
+                           f"Δ = +0.130 [{low:+.3f}, {high:+.3f}], p = {p:.3f}: ")
+    assert verdict in text

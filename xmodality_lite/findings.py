@@ -224,6 +224,25 @@ def vessel_table(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def paired_verdict(row: Mapping[str, Any]) -> str:
+    """One sentence on a paired comparison row of ``evaluate_volumes`` (model − reference):
+    the difference, its bootstrap interval and the sign-flip p-value, and what they allow one
+    to say. With N patients the exact test cannot give p below 2/2^N."""
+    n = row["n"]
+    label = {"vessel_dice": "vessel Dice", "vessel_cldice": "vessel clDice"}.get(
+        row["metric"], row["metric"].replace("_", " "))
+    head = (f"Paired over the same {n} patients, {_name(row['model'])} − "
+            f"{_name(row['reference'])} {label}: Δ = {row['difference']:+.3f} "
+            f"[{row['low']:+.3f}, {row['high']:+.3f}], p = {row['p_value']:.3f}: ")
+    if not (row["low"] > 0 or row["high"] < 0):
+        return head + "the interval contains 0, so this difference is not told from noise."
+    if row["p_value"] > 0.05:
+        return head + (f"the bootstrap interval excludes 0, but with {n} patients the exact "
+                       f"sign-flip test cannot give p below 2/2^{n} = {2 / 2**n:.3f}: "
+                       "suggestive, not significant; more patients would decide it.")
+    return head + "the interval excludes 0 and the sign-flip test agrees."
+
+
 def readme_summary(record: Mapping[str, Any] | None = None) -> str:
     """The README's paragraph and tables about the shipped models, from their record."""
     record = shipped_record() if record is None else record
@@ -251,6 +270,10 @@ def readme_summary(record: Mapping[str, Any] | None = None) -> str:
     if table:
         parts += ["", f"Whole volumes of {len(vol.get('items', []))} unseen phantom patients "
                   f"(DDIM {vol.get('steps')} steps), mean [95 % bootstrap interval]:", "", table]
+        paired = {(r["model"], r["metric"]): r for r in record["volumes"].get("paired", [])}
+        row = paired.get((f.best_vessels, "vessel_dice"))
+        if row is not None and row["low"] is not None:
+            parts += ["", paired_verdict(row)]
     return "\n".join(parts)
 
 
