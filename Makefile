@@ -63,7 +63,7 @@ lint: env  ## ruff
 bench: env  ## measure speed and memory; writes benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run_all
 
-checkpoints: env  ## train the four shipped cpu-profile models on the phantom (about an hour), refresh the README
+checkpoints: env  ## train the four shipped cpu-profile models on the phantom and record their metrics (about 1.5 h), refresh the README
 	XMODALITY_PROFILE=cpu $(BIN)/python -m xmodality_lite train-shipped --out xmodality_lite/checkpoints
 	$(BIN)/python tools/update_readme.py
 
