@@ -361,7 +361,7 @@ def _checkpoints(r: dict) -> list[str]:
                                    for m, t in train.items())
            + (f", and the paper-protocol Table 1 (1000 steps) {r['table1_seconds'] / 60:.0f} min"
               if r.get("table1_seconds") else "") + ".",
-           "", "Weights bitwise equal to the shipped ones (sha256): " + ", ".join(
+           "", "Weights bitwise equal to the shipped ones (every tensor): " + ", ".join(
                f"{m} {'yes' if eq else 'no'}" for m, eq in r["bitwise_equal_weights"].items())
            + ". Recorded slice metrics, shipped → clone; tolerance |ΔPSNR| ≤ "
            f"{r['tolerance']['psnr']} dB, |ΔSSIM| ≤ {r['tolerance']['ssim']}: "
