@@ -21,6 +21,7 @@ import numpy as np
 
 from xmodality_lite.checkpoint import load_model, read_metadata
 from xmodality_lite.config import HU_WINDOW, HU_WINDOW_TEXT, get_profile
+from xmodality_lite.diffusion import SAMPLERS
 from xmodality_lite.findings import PAPER_STEPS
 from xmodality_lite.io import atomic_path, atomic_write_text
 from xmodality_lite.metrics import evaluate_slices, format_table
@@ -178,11 +179,11 @@ def paper_table1(checkpoints: Sequence[str | os.PathLike], profile=None, *,
     """Table 1 as the paper ran it (§4.1): every diffusion model with DDPM and with DDIM,
     ``steps`` sampling steps each (the paper's 1000), the U-Net once, on the fixed test crops."""
     rows = []
-    for sampler in ("ddpm", "ddim"):
+    for i, sampler in enumerate(SAMPLERS):  # DDPM first, as in the paper's table
         rows += [r for r in evaluate(checkpoints, profile, steps=[steps], sampler=sampler,
                                      n_slices=n_slices, seed=seed, extractor=extractor,
                                      progress=progress)
-                 if sampler == "ddpm" or r["sampler"] != "N/A"]  # the U-Net has no sampler
+                 if i == 0 or r["sampler"] != "N/A"]  # the U-Net (no sampler) once
     return rows
 
 
