@@ -381,6 +381,9 @@ def _test_suite(r: dict) -> list[str]:
            "`benchmarks/bench_test_suite.py`: each commit's own `make test` in a fresh clone "
            "(empty data and compilation caches; this checkout's environment, not counted), one "
            f"after the other on this machine. **{r['ratio']:.2f}×** faster.", ""]
+    if not r.get("all_passed", True):
+        out += ["**A side failed: its time is not the whole suite's, so the ratio is not a "
+                "measurement of the same work.**", ""]
     body = [[f"`{x['rev']}`", f"{x['wall_s'] / 60:.1f}", str(x.get("passed", "–")),
              str(x.get("skipped", 0)), str(x.get("failed", 0)), x["summary"]]
             for x in (old, new)]
