@@ -16,13 +16,14 @@ changes which library runs a GEMM may change its rounding.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
 import subprocess
 import sys
 
-from benchmarks.common import ROOT, load, log, write_result
+from benchmarks.common import ROOT, load, log, merge_rows, read_result, write_result
 from xmodality_lite.models import MODELS
 
 CANDIDATES = ("--xla_cpu_use_xnnpack=false",
@@ -67,7 +68,8 @@ def _run(name: str, flags: str, repeats: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "REPEATS"))
-    parser.add_argument("--flags", action="append", help="a candidate XLA_FLAGS value "
+    parser.add_argument("--flags", action="append", help="a candidate XLA_FLAGS value, "
+                        "written --flags=VALUE since it starts with -- "
                         "(repeatable; default: the CANDIDATES above)")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--rounds", type=int, default=2, help="default/candidate alternations")
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
                     log(f"[xla_flags] {name} {side} {flags!r} (round {r + 1}/{args.rounds})")
                     runs[side].append(_run(name, "" if side == "default" else flags,
                                            args.repeats))
-            row = {"flags": flags, "model": name}
+            row = {"flags": flags, "model": name, "rounds": args.rounds,
+                   "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")}
             failed = [r["error"] for rs in runs.values() for r in rs if "error" in r]
             if failed:
                 rows.append({**row, "error": failed[0]})
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
                 runs["default"][0]["output"], runs["candidate"][0]["output"], strict=True))
             rows.append(row)
             log(f"[xla_flags] {row}")
+    # rows of earlier runs for flags not measured now are kept (each row is its own A/B)
+    previous = (read_result("xla_flags") or {}).get("rows", [])
+    rows = merge_rows(previous, rows, ("flags", "model"))
     payload = {"rounds": args.rounds, "repeats": args.repeats, "rows": rows,
                "load_before": before, "load_after": load()}
     path = write_result("xla_flags", payload)

@@ -326,21 +326,26 @@ def _xla_flags(r: dict) -> list[str]:
     out = ["## 9. XLA CPU flags at the cpu profile", "",
            "`benchmarks/bench_xla_flags.py`: this checkout with XLA's defaults and with each "
            "candidate `XLA_FLAGS`, fresh worker processes alternating default/candidate "
-           f"{r['rounds']}× per model, medians of {r['repeats']} calls; the same train step "
+           "per model (rounds), medians of 5 calls; the same train step "
            "(batch 16) and forward (batch 32) as §8. Speed-up = default ÷ candidate (wall; CPU "
-           "time in brackets); max |Δ output| compares the forward's outputs.", ""]
+           "time in brackets); max |Δ output| compares the forward's outputs. Each row is its own "
+           "A/B, measured when it says; rows of different runs are not compared with each "
+           "other.", ""]
     body = []
     for x in r["rows"]:
         if "error" in x:
-            body.append([f"`{x['flags']}`", x["model"], "–", "–", "–", "–", x["error"]])
+            body.append([f"`{x['flags']}`", x["model"], "–", "–", "–", "–", x["error"],
+                         "–", "–"])
             continue
+        when = x.get("measured", r["date"][:16])[5:16].replace("T", " ")
         body.append([f"`{x['flags']}`", x["model"], f"{x['train_default_s']:.3f}",
                      f"{x['train_speedup']:.2f}× ({x['train_speedup_cpu']:.2f}×)",
                      f"{x['forward_default_s']:.3f}",
                      f"{x['forward_speedup']:.2f}× ({x['forward_speedup_cpu']:.2f}×)",
-                     f"{x['max_output_diff']:.1e}"])
+                     f"{x['max_output_diff']:.1e}", str(x.get("rounds", r["rounds"])), when])
     out += _table(["XLA_FLAGS", "model", "train s (default)", "train speed-up",
-                   "forward s (default)", "forward speed-up", "max abs Δ output"], body)
+                   "forward s (default)", "forward speed-up", "max abs Δ output", "rounds",
+                   "measured (UTC)"], body)
     ok = [x for x in r["rows"] if "error" not in x]
     spread = {m: [x["train_default_s"] for x in ok if x["model"] == m]
               for m in dict.fromkeys(x["model"] for x in ok)}
