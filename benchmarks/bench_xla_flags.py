@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
                     log(f"[xla_flags] {name} {side} {flags!r} (round {r + 1}/{args.rounds})")
                     runs[side].append(_run(name, "" if side == "default" else flags,
                                            args.repeats))
-            row = {"flags": flags, "model": name, "rounds": args.rounds,
+            row = {"flags": flags, "model": name, "rounds": args.rounds, "repeats": args.repeats,
                    "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")}
             failed = [r["error"] for rs in runs.values() for r in rs if "error" in r]
             if failed:
@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(row)
             log(f"[xla_flags] {row}")
     # rows of earlier runs for flags not measured now are kept (each row is its own A/B)
-    previous = (read_result("xla_flags") or {}).get("rows", [])
+    earlier = read_result("xla_flags") or {}
+    previous = [{"measured": earlier.get("date", "")[:16] + "+00:00",
+                 "rounds": earlier.get("rounds"), "repeats": earlier.get("repeats"), **r}
+                for r in earlier.get("rows", [])]  # stamped with their own run, if not yet
     rows = merge_rows(previous, rows, ("flags", "model"))
     payload = {"rounds": args.rounds, "repeats": args.repeats, "rows": rows,
                "load_before": before, "load_after": load()}

@@ -326,7 +326,7 @@ def _xla_flags(r: dict) -> list[str]:
     out = ["## 9. XLA CPU flags at the cpu profile", "",
            "`benchmarks/bench_xla_flags.py`: this checkout with XLA's defaults and with each "
            "candidate `XLA_FLAGS`, fresh worker processes alternating default/candidate "
-           "per model (rounds), medians of 5 calls; the same train step "
+           "per model (rounds), medians of each worker's calls (repeats); the same train step "
            "(batch 16) and forward (batch 32) as §8. Speed-up = default ÷ candidate (wall; CPU "
            "time in brackets); max |Δ output| compares the forward's outputs. Each row is its own "
            "A/B, measured when it says; rows of different runs are not compared with each "
@@ -337,22 +337,34 @@ def _xla_flags(r: dict) -> list[str]:
             body.append([f"`{x['flags']}`", x["model"], "–", "–", "–", "–", x["error"],
                          "–", "–"])
             continue
-        when = x.get("measured", r["date"][:16])[5:16].replace("T", " ")
+        when = x.get("measured", r["date"])[5:16].replace("T", " ")
         body.append([f"`{x['flags']}`", x["model"], f"{x['train_default_s']:.3f}",
                      f"{x['train_speedup']:.2f}× ({x['train_speedup_cpu']:.2f}×)",
                      f"{x['forward_default_s']:.3f}",
                      f"{x['forward_speedup']:.2f}× ({x['forward_speedup_cpu']:.2f}×)",
-                     f"{x['max_output_diff']:.1e}", str(x.get("rounds", r["rounds"])), when])
+                     f"{x['max_output_diff']:.1e}",
+                     f"{x.get('rounds', r['rounds'])} × {x.get('repeats', r['repeats'])}", when])
     out += _table(["XLA_FLAGS", "model", "train s (default)", "train speed-up",
-                   "forward s (default)", "forward speed-up", "max abs Δ output", "rounds",
-                   "measured (UTC)"], body)
+                   "forward s (default)", "forward speed-up", "max abs Δ output",
+                   "rounds × repeats", "measured (UTC)"], body)
     ok = [x for x in r["rows"] if "error" not in x]
-    spread = {m: [x["train_default_s"] for x in ok if x["model"] == m]
-              for m in dict.fromkeys(x["model"] for x in ok)}
-    out += ["The defaults alone, run to run: " + ", ".join(
-        f"{m} train {min(v):.3f}–{max(v):.3f} s" for m, v in spread.items())
-        + "; a speed-up inside that spread is noise. Outputs bitwise equal under a flag mean it "
-        "did not change which library computes these layers.", ""]
+    worst: dict = {}  # per flag set: its smallest speed-up over models and both measures
+    for x in ok:
+        worst[x["flags"]] = min(worst.get(x["flags"], 9.9), x["train_speedup"],
+                                x["forward_speedup"])
+    out += ["Worst case of each flag set over the models measured (the smaller of train and "
+            "forward): " + "; ".join(f"`{f}` {w:.2f}×" for f, w in worst.items())
+            + ". A flag is adopted only if it is faster everywhere; "
+            + ("none is." if all(w < 1.0 for w in worst.values()) else "see above."), ""]
+    runs: dict = {}  # the defaults of one model within one run: their spread is the noise
+    for x in ok:
+        runs.setdefault((x["model"], x.get("measured", r["date"])[:13]), []).append(
+            x["train_default_s"])
+    spread = [f"{m} train {min(v):.3f}–{max(v):.3f} s" for (m, _), v in runs.items() if len(v) > 1]
+    out += [("The defaults alone, run to run within one run: " + ", ".join(spread)
+             + "; a speed-up inside that spread is noise. " if spread else "")
+            + "Outputs bitwise equal under a flag mean it did not change which library "
+            "computes these layers.", ""]
     return out
 
 
@@ -390,10 +402,11 @@ def _test_suite(r: dict) -> list[str]:
         out += ["**A side failed: its time is not the whole suite's, so the ratio is not a "
                 "measurement of the same work.**", ""]
     body = [[f"`{x['rev']}`", f"{x['wall_s'] / 60:.1f}", str(x.get("passed", "–")),
-             str(x.get("skipped", 0)), str(x.get("failed", 0)), x["summary"]]
+             str(x.get("skipped", 0)), str(x.get("failed", 0)),
+             f"{x['wall_s'] / x['passed']:.2f}" if x.get("passed") else "–", x["summary"]]
             for x in (old, new)]
-    return out + _table(["commit", "wall min", "passed", "skipped", "failed", "pytest's last line"],
-                        body)
+    return out + _table(["commit", "wall min", "passed", "skipped", "failed", "wall s per test",
+                         "pytest's last line"], body)
 
 
 RENDER = {"test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
