@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     before = load()
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")  # names the run
     rows = []
     for flags in args.flags or CANDIDATES:
         for name in args.models.split(","):
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
                     runs[side].append(_run(name, "" if side == "default" else flags,
                                            args.repeats))
             row = {"flags": flags, "model": name, "rounds": args.rounds, "repeats": args.repeats,
+                   "run": started,
                    "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")}
             failed = [r["error"] for rs in runs.values() for r in rs if "error" in r]
             if failed:
@@ -112,9 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
             log(f"[xla_flags] {row}")
     # rows of earlier runs for flags not measured now are kept (each row is its own A/B)
     earlier = read_result("xla_flags") or {}
-    previous = [{"measured": earlier.get("date", "")[:16] + "+00:00",
-                 "rounds": earlier.get("rounds"), "repeats": earlier.get("repeats"), **r}
-                for r in earlier.get("rows", [])]  # stamped with their own run, if not yet
+    stamp = earlier.get("date", "")[:16] + "+00:00"  # an unstamped row: its record's run
+    previous = [{"run": stamp, "measured": stamp, "rounds": earlier.get("rounds"),
+                 "repeats": earlier.get("repeats"), **r} for r in earlier.get("rows", [])]
     rows = merge_rows(previous, rows, ("flags", "model"))
     payload = {"rounds": args.rounds, "repeats": args.repeats, "rows": rows,
                "load_before": before, "load_after": load()}

@@ -348,18 +348,17 @@ def _xla_flags(r: dict) -> list[str]:
                    "forward s (default)", "forward speed-up", "max abs Δ output",
                    "rounds × repeats", "measured (UTC)"], body)
     ok = [x for x in r["rows"] if "error" not in x]
-    worst: dict = {}  # per flag set: its smallest speed-up over models and both measures
-    for x in ok:
-        worst[x["flags"]] = min(worst.get(x["flags"], 9.9), x["train_speedup"],
-                                x["forward_speedup"])
-    out += ["Worst case of each flag set over the models measured (the smaller of train and "
-            "forward): " + "; ".join(f"`{f}` {w:.2f}×" for f, w in worst.items())
-            + ". A flag is adopted only if it is faster everywhere; "
-            + ("none is." if all(w < 1.0 for w in worst.values()) else "see above."), ""]
+    speedups: dict = {}  # per flag set: every model's train and forward speed-ups
     runs: dict = {}  # the defaults of one model within one run: their spread is the noise
     for x in ok:
-        runs.setdefault((x["model"], x.get("measured", r["date"])[:13]), []).append(
-            x["train_default_s"])
+        speedups.setdefault(x["flags"], []).extend([x["train_speedup"], x["forward_speedup"]])
+        runs.setdefault((x["model"], x.get("run", r["date"])), []).append(x["train_default_s"])
+    worst = {f: min(v) for f, v in speedups.items()}
+    everywhere = [f"`{f}`" for f, w in worst.items() if w >= 1.0]
+    out += ["Worst case of each flag set over the models measured (the smaller of train and "
+            "forward): " + "; ".join(f"`{f}` {w:.2f}×" for f, w in worst.items())
+            + ". A flag is adopted only if it is faster everywhere: "
+            + (", ".join(everywhere) if everywhere else "none is") + ".", ""]
     spread = [f"{m} train {min(v):.3f}–{max(v):.3f} s" for (m, _), v in runs.items() if len(v) > 1]
     out += [("The defaults alone, run to run within one run: " + ", ".join(spread)
              + "; a speed-up inside that spread is noise. " if spread else "")
