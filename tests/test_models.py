@@ -197,3 +197,27 @@ def test_build_model_takes_the_compute_dtype_from_the_profile():
     paper = nnx.eval_shape(lambda: build_model("unet", "paper", rngs=nnx.Rngs(0)))
     assert paper.final.dtype == jnp.bfloat16  # paper profile trains in bf16 (§3.5)
     assert {m.kind for m in (paper, abstract_model("adm", "smoke"))} == {"regression", "diffusion"}
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 32, 16), (9, 9, 1, 4), (1, 1, 16, 32), (2, 5, 7),
+                                   (96, 48)])
+def test_kernels_drawn_as_rank3_equal_the_initialiser_bit_for_bit(shape):
+    """The conv kernels' faster-compiling draw changes nothing: same bits, same variance."""
+    from xmodality_lite.models.layers import drawn_as_rank3, glorot
+
+    key = jax.random.key(7)
+    fast = drawn_as_rank3(glorot)(key, shape, jnp.float32)
+    assert fast.shape == shape
+    np.testing.assert_array_equal(fast, glorot(key, shape, jnp.float32))
+    if len(shape) == 4:  # glorot-uniform bound √(6 / (fan_in + fan_out)), fans × receptive field
+        bound = np.sqrt(6 / (np.prod(shape[:2]) * (shape[2] + shape[3])))
+        assert 0.9 * bound < np.abs(np.asarray(fast)).max() <= bound
+
+
+def test_conv_layer_initialises_as_a_flax_glorot_conv():
+    """The house conv (rank-3 draw) starts from exactly the weights flax's own Conv would."""
+    from xmodality_lite.models.layers import conv, glorot
+
+    layer = conv(3, 5, 3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    reference = nnx.Conv(3, 5, (3, 3), padding="SAME", kernel_init=glorot, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(layer.kernel[...], reference.kernel[...])

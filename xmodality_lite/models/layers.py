@@ -9,6 +9,8 @@ of every diffusion model is the log-SNR λ. Argument names are the same everywhe
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Literal
 
 import jax
@@ -31,6 +33,24 @@ trunc_normal = nnx.initializers.truncated_normal(0.02)  # DiT's time MLP
 zeros = nnx.initializers.zeros_init()  # biases; adaLN-Zero modulation and DiT's head
 
 
+def drawn_as_rank3(init: Callable) -> Callable:
+    """``init`` for a [k, k, C_in, C_out] kernel, drawn as [k·k, C_in, C_out] and reshaped.
+
+    The same values bit for bit (JAX's counter-based PRNG numbers elements in row-major order
+    either way) and the same fans (receptive field × channels), so the same variance. Only the
+    compilation differs: each new kernel shape is a new XLA program, and one of rank 3 compiles
+    2–3× faster than one of rank 4 on the CPU (~0.3 s against ~0.8 s for [3, 3, 32, 16]), which
+    is most of the time a model takes to build in a fresh process.
+    """
+
+    def draw(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        if len(shape) <= 3:
+            return init(key, shape, dtype)
+        return init(key, (math.prod(shape[:-2]), *shape[-2:]), dtype).reshape(shape)
+
+    return draw
+
+
 def gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=True)
 
@@ -48,7 +68,7 @@ def conv(n_in: int, n_out: int, size: int, *, dtype, rngs: nnx.Rngs) -> nnx.Conv
     ``vjp``); forward mode (``jvp``, ``jacfwd``) through such a layer raises. Other backends
     and small layers run ``lax.conv_general_dilated`` with all of JAX's autodiff.
     """
-    return nnx.Conv(n_in, n_out, (size, size), padding="SAME", kernel_init=glorot,
+    return nnx.Conv(n_in, n_out, (size, size), padding="SAME", kernel_init=drawn_as_rank3(glorot),
                     bias_init=zeros, dtype=dtype, rngs=rngs,
                     conv_general_dilated=conv_general_dilated)
 
