@@ -194,8 +194,13 @@ def _ceilings_and_kernels(repeats: int) -> dict:
                          ("U-ViT transformer, 8×8 tokens", (TRAIN_BATCH, 64, 4, 16)),
                          ("DiT, 16×16 tokens", (TRAIN_BATCH, 256, 4, 32))]:
         q, k, v, g = (normal(i, shape) for i in range(4))
-        row = {"where": where, "shape": list(shape),
-               "path": "ours" if shape[1] >= getattr(attention, "MIN_TOKENS", 0) else "XLA's"}
+        row = {"where": where, "shape": list(shape)}
+        if hasattr(attention, "kernel_for"):  # chosen per shape by measuring, on this machine
+            row.update(dispatch="measured",
+                       path={"ours": "ours", "xla": "XLA's"}[attention.kernel_for(shape)])
+        else:  # the baseline package: ours from MIN_TOKENS tokens
+            row.update(dispatch="MIN_TOKENS", path="ours" if shape[1] >= getattr(
+                attention, "MIN_TOKENS", 0) else "XLA's")
         for name, fn in [("jax", jax.nn.dot_product_attention), ("ours", dot_product_attention),
                          ("kernel", kernel)]:
             vjp = jax.jit(lambda q, k, v, g, fn=fn: jax.vjp(fn, q, k, v)[1](g))

@@ -4,6 +4,12 @@ References: ``jax.lax.conv_general_dilated`` and its autodiff gradients, ``jax.n
 ``jax.nn.dot_product_attention``.
 """
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +18,8 @@ from flax import nnx
 
 from xmodality_lite.models import attention, convolution
 from xmodality_lite.models.layers import MultiHeadSelfAttention, RowAttention, conv
+
+MEASURE = attention.measure_attention  # the real one, before any test replaces it
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -158,19 +166,20 @@ def test_softmax_last_vjp_equals_autodiff_of_jax_softmax():
     assert rel_err(ours, ref) < 1e-5
 
 
-@pytest.mark.parametrize("shape", [(2, 16, 4, 8), (6, 9, 2, 16), (1, 33, 1, 4)])
+@pytest.mark.parametrize("shape", [(2, 16, 4, 8), (6, 9, 2, 16), (1, 33, 1, 4), (3, 64, 2, 8)])
 def test_attention_equals_jax_dot_product_attention(shape):
+    """Our kernel itself, at any length (the dispatch may pick either; both must agree)."""
     q, k, v, g = (normal(i, shape) for i in range(4))
-    assert rel_err(attention.dot_product_attention(q, k, v),
-                   jax.nn.dot_product_attention(q, k, v)) < 1e-5
-    ours = jax.vjp(attention.dot_product_attention, q, k, v)[1](g)
+    kernel = attention.cpu_dot_product_attention
+    assert rel_err(kernel(q, k, v), jax.nn.dot_product_attention(q, k, v)) < 1e-5
+    ours = jax.vjp(kernel, q, k, v)[1](g)
     ref = jax.vjp(jax.nn.dot_product_attention, q, k, v)[1](g)
     for a, b in zip(ours, ref, strict=True):
         assert rel_err(a, b) < 1e-4
 
 
-def test_attention_bfloat16_is_finite_and_close():
-    q, k, v = (normal(i, (2, 16, 2, 8), jnp.bfloat16) for i in range(3))
+def test_attention_bfloat16_is_finite_and_close(ours):
+    q, k, v = (normal(i, (2, attention.MIN_TOKENS, 2, 8), jnp.bfloat16) for i in range(3))
     out = attention.dot_product_attention(q, k, v)
     assert out.dtype == jnp.bfloat16 and bool(jnp.isfinite(out).all())
     ref = jax.nn.dot_product_attention(*(t.astype(jnp.float32) for t in (q, k, v)))
@@ -190,7 +199,31 @@ def _custom_softmax_vjp_ran(fn, *args) -> bool:
     return "optimization_barrier" in str(jax.make_jaxpr(jax.grad(fn))(*args))
 
 
-def test_attention_dispatch_uses_our_kernel_on_the_cpu_only(monkeypatch):
+@pytest.fixture
+def ours(monkeypatch):
+    """``$XMODALITY_ATTENTION=ours``: our kernel at every shape of MIN_TOKENS tokens or more."""
+    monkeypatch.setenv(attention.ENV_VAR, "ours")
+
+
+@pytest.fixture
+def table(monkeypatch, tmp_path):
+    """Auto mode with an empty cache, a fresh process's choices, and a measurement that records
+    its calls and returns timings the test sets (``table.timings``)."""
+    monkeypatch.setenv("XMODALITY_CACHE", str(tmp_path))
+    monkeypatch.setenv(attention.ENV_VAR, "auto")
+    monkeypatch.setattr(attention, "_CHOSEN", {})
+    calls = []
+
+    def fake(shape, dtype=jnp.float32, repeats=5):
+        calls.append(tuple(shape))
+        return dict(table.timings)
+
+    monkeypatch.setattr(attention, "measure_attention", fake)
+    table.calls, table.timings, table.path = calls, {"ours": 1.0, "xla": 2.0}, None
+    return table
+
+
+def test_attention_dispatch_uses_our_kernel_on_the_cpu_only(monkeypatch, ours):
     q, k, v = (normal(i, (2, attention.MIN_TOKENS, 2, 4)) for i in range(3))
 
     def loss():  # a new function per call, so that no cached trace hides the dispatch
@@ -200,24 +233,93 @@ def test_attention_dispatch_uses_our_kernel_on_the_cpu_only(monkeypatch):
     assert _custom_softmax_vjp_ran(loss(), q)
     cpu = attention.dot_product_attention(q, k, v)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert attention.kernel_for(q.shape) == "xla"
     assert not _uses_custom_vjp(loss(), q) and not _custom_softmax_vjp_ran(loss(), q)
     assert rel_err(cpu, attention.dot_product_attention(q, k, v)) < 1e-5
 
 
-def test_short_sequences_use_xlas_attention():
+def test_short_sequences_use_xlas_attention(ours):
     """Below MIN_TOKENS XLA's attention is the faster one on the CPU (RESULTS.md §8)."""
     short, long_ = (normal(0, (2, t, 2, 4)) for t in (attention.MIN_TOKENS // 2, attention.MIN_TOKENS))
-    for x, ours in ((short, False), (long_, True)):
+    for x, used in ((short, False), (long_, True)):
         assert _custom_softmax_vjp_ran(
-            lambda q, x=x: jnp.sum(attention.dot_product_attention(q, x, x) ** 2), x) is ours
+            lambda q, x=x: jnp.sum(attention.dot_product_attention(q, x, x) ** 2), x) is used
         np.testing.assert_allclose(attention.dot_product_attention(x, x, x),
                                    jax.nn.dot_product_attention(x, x, x), atol=1e-5)
+
+
+def test_xla_mode_never_runs_ours_and_a_bad_mode_is_named(monkeypatch):
+    x = normal(0, (2, 64, 2, 4))
+    monkeypatch.setenv(attention.ENV_VAR, "xla")
+    assert not _custom_softmax_vjp_ran(lambda q: jnp.sum(attention.dot_product_attention(q, x, x)), x)
+    monkeypatch.setenv(attention.ENV_VAR, "fastest")
+    with pytest.raises(ValueError, match="XMODALITY_ATTENTION='fastest'.*auto, ours, xla"):
+        attention.dot_product_attention(x, x, x)
+
+
+def test_choice_needs_ours_faster_by_the_margin():
+    assert attention.choose({"ours": 1.0, "xla": attention.MARGIN}) == "ours"
+    assert attention.choose({"ours": 1.0, "xla": 0.99 * attention.MARGIN}) == "xla"
+    assert attention.choose({"ours": 2.0, "xla": 1.0}) == "xla"
+
+
+def test_auto_measures_each_shape_once_and_the_table_outlives_the_process(table, monkeypatch):
+    fast, slow = (4, 64, 2, 8), (4, 32, 2, 8)
+    table.timings = {"ours": 1.0, "xla": 1.5}
+    assert attention.kernel_for(fast) == "ours"
+    table.timings = {"ours": 1.0, "xla": 1.01}  # within the margin: XLA's, the replaced one
+    assert attention.kernel_for(slow) == "xla"
+    assert attention.kernel_for(fast) == "ours" and table.calls == [fast, slow]
+    assert attention.kernel_for((4, 16, 2, 8)) == "xla" and len(table.calls) == 2  # < MIN_TOKENS
+
+    saved = json.loads(attention.table_path().read_text())
+    assert {k: v["kernel"] for k, v in saved.items()} == {"4x64x2x8:float32": "ours",
+                                                          "4x32x2x8:float32": "xla"}
+    assert saved["4x64x2x8:float32"]["xla_s"] == 1.5
+    monkeypatch.setattr(attention, "_CHOSEN", {})  # as a new process: read, never re-measure
+    table.timings = {"ours": 9.0, "xla": 1.0}
+    assert attention.kernel_for(fast) == "ours" and len(table.calls) == 2
+    x = normal(0, fast)  # and the model path follows the table
+    assert _custom_softmax_vjp_ran(lambda q: jnp.sum(attention.dot_product_attention(q, x, x)), x)
+
+
+def test_a_second_process_reads_the_machines_table(tmp_path):
+    """Another interpreter (same machine, same JAX, same XLA_FLAGS) takes a shape's kernel from
+    the table the first one wrote: here a choice no measurement made, so a re-measurement
+    would show."""
+    env = {**os.environ, "XMODALITY_CACHE": str(tmp_path), attention.ENV_VAR: "auto"}
+    code = ("from xmodality_lite.models import attention as a; import sys; "
+            "print(a.table_path()) if sys.argv[1] == 'path' else "
+            "print(a.kernel_for((2, 64, 2, 4)), a.kernel_for((2, 96, 2, 4)))")
+    path = subprocess.run([sys.executable, "-c", code, "path"], env=env, text=True,
+                          capture_output=True, check=True).stdout.strip()
+    Path(path).parent.mkdir(parents=True)
+    Path(path).write_text(json.dumps({"2x64x2x4:float32": {"kernel": "xla"},
+                                      "2x96x2x4:float32": {"kernel": "ours"}}))
+    out = subprocess.run([sys.executable, "-c", code, "choose"], env=env, text=True,
+                         capture_output=True, check=True).stdout.split()
+    assert out == ["xla", "ours"]
+
+
+def test_measurement_times_both_kernels_even_inside_a_trace(table, monkeypatch):
+    monkeypatch.setattr(attention, "measure_attention", MEASURE)  # the real one
+    seen = {}
+
+    @jax.jit
+    def f(q):
+        seen.update(MEASURE(q.shape, repeats=1))
+        return attention.dot_product_attention(q, q, q)
+
+    f(normal(0, (2, 32, 2, 4))).block_until_ready()
+    assert set(seen) == {"ours", "xla"} and all(0 < t < 10 for t in seen.values())
+    assert attention.kernel_for((2, 32, 2, 4)) in ("ours", "xla")
+    assert attention.table_path().is_file()
 
 
 @pytest.mark.parametrize("cls, shape", [
     (RowAttention, (1, 4, 32, 8)),  # conv stages: [B, H, W, C], rows of W = 32 tokens
     (MultiHeadSelfAttention, (2, 32, 8)),  # transformers: [B, N, D]
 ])
-def test_model_attention_gradient_runs_our_softmax_vjp(cls, shape):
+def test_model_attention_gradient_runs_our_softmax_vjp(cls, shape, ours):
     module = cls(8, 2, rngs=nnx.Rngs(0))
     assert _custom_softmax_vjp_ran(lambda x: jnp.sum(module(x) ** 2), normal(5, shape))

@@ -1,12 +1,24 @@
 """Scaled dot-product attention, softmax(Q Kᵀ / √d) V (Vaswani et al. 2017), laid out for XLA's CPU.
 
-Dispatched like :mod:`.convolution`: our kernel below on the CPU backend for sequences of at
-least ``MIN_TOKENS`` tokens, ``jax.nn.dot_product_attention`` (XLA's) for shorter ones and on
-every other backend. Ours gives the same result (to float32 rounding; tested) and is
-1.2–1.5× faster on the CPU, forward + backward, at every shape of 32 tokens or more that the
-models use; at 8 and 16 tokens (the conv stages' 8² and 16² rows) XLA's is faster
-(``benchmarks/RESULTS.md`` §8, the cpu profile). It was measured only on the CPU, so only
-there is it used:
+Two kernels compute it: ours (:func:`cpu_dot_product_attention`, below) and XLA's
+(``jax.nn.dot_product_attention``). They give the same result to float32 rounding (tested),
+and which is faster depends on the shape and on the machine: ours was 1.3–1.7× faster at the
+64- and 256-token shapes of the cpu models and 0.9–1.0× at some 32- and 64-token ones on one
+machine (``benchmarks/RESULTS.md`` §8), and 1.19× *slower* at U-ViT's paper shape on another.
+So :func:`dot_product_attention` lets each shape choose (:func:`kernel_for`):
+
+* on any backend but the CPU, and for sequences shorter than ``MIN_TOKENS`` (the conv stages'
+  8² and 16² rows, where ours was slower on every machine measured), XLA's;
+* otherwise the first use of a shape on a machine times both, forward + VJP, and takes ours
+  only if it is at least ``MARGIN`` faster. The choice is written to a table in the per-user
+  cache (``<cache>/attention/<machine>.json``, keyed by CPU, core count, JAX version and
+  ``XLA_FLAGS``) and read back by every later process, so a machine keeps its choices and its
+  results stay the same from run to run;
+* ``$XMODALITY_ATTENTION`` = ``ours`` or ``xla`` fixes the kernel for every shape (``ours``:
+  what the shipped models were trained with; ``make checkpoints`` sets it, so that a retraining
+  reproduces them bit for bit), ``auto`` (the default) chooses as above.
+
+Our kernel:
 
 * the heads are moved next to the batch axis once ([B, T, heads, d] → [B, heads, T, d]), so
   both products are plain batched GEMMs with no per-call layout changes;
@@ -15,16 +27,32 @@ there is it used:
   recompute it for every element of the row.
 
 Used by the conv-stage row attention (ADM, U-ViT) and by the transformer blocks (U-ViT, DiT).
-``softmax_last`` is a ``jax.custom_vjp``: reverse mode works, forward mode (``jvp``) through the
-CPU path does not.
+``softmax_last`` is a ``jax.custom_vjp``: reverse mode works, forward mode (``jvp``) through
+our kernel does not.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-MIN_TOKENS = 32  # shorter sequences: XLA's attention is faster (measured, RESULTS.md §8)
+MIN_TOKENS = 32  # shorter sequences: XLA's attention, unmeasured (slower on every machine, §8)
+MARGIN = 1.05  # ours is chosen only where it is at least 5 % faster than XLA's
+ENV_VAR = "XMODALITY_ATTENTION"
+MODES = ("auto", "ours", "xla")
+Kernel = Literal["ours", "xla"]
+_CHOSEN: dict[str, Kernel] = {}  # this process's choices, by table key
 
 
 @jax.custom_vjp
@@ -54,15 +82,125 @@ def cpu_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.A
     return jnp.swapaxes(jnp.einsum("bnts,bnsh->bnth", probs, v), 1, 2)
 
 
+def attention_mode() -> str:
+    """``$XMODALITY_ATTENTION``: ``auto`` (default), ``ours`` or ``xla``."""
+    mode = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    if mode not in MODES:
+        raise ValueError(f"{ENV_VAR}={mode!r}: expected one of {', '.join(MODES)}")
+    return mode
+
+
+def machine_id() -> str:
+    """What a timing depends on: the CPU model, its core count, JAX's version and XLA_FLAGS."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    from jax import version as jax_version
+
+    parts = [cpu, str(os.cpu_count()), jax_version.__version__, os.environ.get("XLA_FLAGS", "")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def table_path() -> Path:
+    """The machine's table of measured choices, in the per-user cache."""
+    from xmodality_lite.config import user_cache_dir
+
+    return user_cache_dir() / "attention" / f"{machine_id()}.json"
+
+
+def _key(shape: tuple[int, ...], dtype) -> str:
+    return "x".join(map(str, shape)) + f":{jnp.dtype(dtype).name}"
+
+
+def measure_attention(shape: tuple[int, ...], dtype=jnp.float32, repeats: int = 5
+                      ) -> dict[str, float]:
+    """Seconds of one forward + VJP of each kernel at ``shape`` [B, T, heads, d] (the fastest of
+    ``repeats`` runs, alternating the two, after a compiling call). Safe inside a trace."""
+    with jax.ensure_compile_time_eval():  # run now, even while a model is being traced
+        rng = np.random.default_rng(0)
+        q, k, v, g = (jnp.asarray(rng.standard_normal(shape, np.float32), dtype) for _ in range(4))
+        fns = {name: jax.jit(lambda q, k, v, g, f=f: jax.vjp(f, q, k, v)[1](g))
+               for name, f in (("ours", cpu_dot_product_attention),
+                               ("xla", jax.nn.dot_product_attention))}
+        best = dict.fromkeys(fns, float("inf"))
+        for fn in fns.values():
+            jax.block_until_ready(fn(q, k, v, g))
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                jax.block_until_ready(fn(q, k, v, g))
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def choose(timings: dict[str, float]) -> Kernel:
+    """Ours only if XLA's takes at least ``MARGIN`` times as long."""
+    return "ours" if timings["xla"] >= MARGIN * timings["ours"] else "xla"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path`` (POSIX), so that processes measure a shape once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; at worst two processes measure the same shape
+        yield
+        return
+    with open(path.with_suffix(".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or unreadable: measure again
+        return {}
+
+
+def kernel_for(shape: tuple[int, ...], dtype=jnp.float32) -> Kernel:
+    """Which kernel :func:`dot_product_attention` runs at ``shape`` [B, T, heads, d] (see above)."""
+    if jax.default_backend() != "cpu" or shape[1] < MIN_TOKENS:
+        return "xla"
+    mode = attention_mode()
+    if mode != "auto":
+        return mode  # type: ignore[return-value]
+    key = _key(shape, dtype)
+    if key not in _CHOSEN:
+        path = table_path()
+        try:
+            with _locked(path):
+                table = _read(path)
+                if key not in table:
+                    timings = measure_attention(shape, dtype)
+                    table[key] = {"kernel": choose(timings), "ours_s": timings["ours"],
+                                  "xla_s": timings["xla"],
+                                  "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    from xmodality_lite.io import atomic_write_text
+
+                    atomic_write_text(path, json.dumps(table, indent=1, sort_keys=True))
+                _CHOSEN[key] = table[key]["kernel"]
+        except OSError:  # a cache that cannot be written: measure, keep it for this process
+            _CHOSEN[key] = choose(measure_attention(shape, dtype))
+    return _CHOSEN[key]
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """softmax(q kᵀ / √d) v for q, k, v [B, T, heads, d] → [B, T, heads, d] (no mask, no bias).
 
-    :func:`cpu_dot_product_attention` when the default backend is the CPU and T ≥
-    ``MIN_TOKENS``, else ``jax.nn.dot_product_attention``.
+    :func:`cpu_dot_product_attention` or ``jax.nn.dot_product_attention``, as
+    :func:`kernel_for` chooses for this shape on this machine.
     """
     if not (q.ndim == k.ndim == v.ndim == 4) or q.shape != k.shape or k.shape != v.shape:
         raise ValueError("q, k, v must share one shape [B, T, heads, d]; got "
                          f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if jax.default_backend() == "cpu" and q.shape[1] >= MIN_TOKENS:
+    if kernel_for(tuple(q.shape), q.dtype) == "ours":
         return cpu_dot_product_attention(q, k, v)
     return jax.nn.dot_product_attention(q, k, v)
