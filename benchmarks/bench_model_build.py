@@ -1,0 +1,93 @@
+"""Building a model in a fresh process: the conv kernels drawn at rank 4 (before) or rank 3.
+
+A model is built eagerly, one small XLA program per initialiser and parameter shape, and with no
+compilation cache (a first lesson in Colab, a fresh clone's first test) each is compiled. Per
+model and profile, fresh worker processes alternate ``rank4`` (``models.layers.conv`` with
+flax's ``glorot_uniform`` drawing [k, k, C_in, C_out] directly, as before) and ``rank3`` (the
+package: :func:`xmodality_lite.models.layers.drawn_as_rank3`), with ``XMODALITY_JAX_CACHE=0``.
+Reported: the build's wall time, JAX's count of backend compilations and their seconds, and
+whether the two builds' parameters are equal bit for bit.
+
+    python -m benchmarks.bench_model_build [--quick] [--rounds 2] [--profiles smoke,cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+
+from benchmarks.common import load, log, run_worker, write_result
+
+MODELS = ("unet", "adm", "uvit", "dit")
+WAYS = ("rank4", "rank3")
+COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+def measure(name: str, profile: str, way: str) -> dict:
+    """One process: build ``name`` at ``profile`` the ``way`` given (runs in the worker)."""
+    import time
+
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from xmodality_lite.models import build_model, layers
+
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **_: compiles.append(duration) if event == COMPILE else None)
+    if way == "rank4":
+        layers.drawn_as_rank3 = lambda init: init  # conv() looks it up when it builds a layer
+    jax.numpy.zeros(1).block_until_ready()  # backend start-up is not the build's
+    compiles.clear()
+    t0 = time.perf_counter()
+    model = build_model(name, profile, rngs=nnx.Rngs(0))
+    leaves = jax.block_until_ready(jax.tree.leaves(nnx.state(model, nnx.Param)))
+    wall = time.perf_counter() - t0
+    digest = hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in leaves)).hexdigest()
+    return {"build_s": wall, "compiles": len(compiles), "compile_s": sum(compiles),
+            "params_sha256": digest}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs=3, metavar=("MODEL", "PROFILE", "WAY"))
+    parser.add_argument("--quick", action="store_true", help="smoke only, one round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profiles", default="smoke,cpu")
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(*args.worker)))
+        return {}
+    os.environ["XMODALITY_JAX_CACHE"] = "0"  # every build compiles, as in a fresh place
+    profiles = ["smoke"] if args.quick else args.profiles.split(",")
+    rounds = 1 if args.quick else args.rounds
+    before = load()
+    rows = []
+    for profile in profiles:
+        for name in MODELS:
+            runs = {way: [] for way in WAYS}
+            for _ in range(rounds):
+                for way in WAYS:  # alternate, so a slower minute hits both
+                    got = run_worker("benchmarks.bench_model_build", name, profile, way)
+                    if "error" in got:
+                        sys.exit(f"{name} {profile} {way}: {got['error']}")
+                    runs[way].append(got)
+            row = {"model": name, "profile": profile, "rounds": rounds,
+                   "same_params": len({r["params_sha256"] for w in WAYS for r in runs[w]}) == 1}
+            for way in WAYS:
+                row[way] = {k: statistics.median(r[k] for r in runs[way])
+                            for k in ("build_s", "compiles", "compile_s")}
+            log(f"[model_build] {json.dumps(row)}")
+            rows.append(row)
+    result = {"rows": rows, "load_before": before, "load_after": load()}
+    write_result("model_build", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
