@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -208,19 +209,18 @@ def ours(monkeypatch):
 @pytest.fixture
 def table(monkeypatch, tmp_path):
     """Auto mode with an empty cache, a fresh process's choices, and a measurement that records
-    its calls and returns timings the test sets (``table.timings``)."""
+    its calls and returns the timings the test sets (``table.timings``)."""
     monkeypatch.setenv("XMODALITY_CACHE", str(tmp_path))
     monkeypatch.setenv(attention.ENV_VAR, "auto")
     monkeypatch.setattr(attention, "_CHOSEN", {})
-    calls = []
+    fake = SimpleNamespace(calls=[], timings={"ours": 1.0, "xla": 2.0})
 
-    def fake(shape, dtype=jnp.float32, repeats=5):
-        calls.append(tuple(shape))
-        return dict(table.timings)
+    def measure(shape, dtype=jnp.float32, repeats=5):
+        fake.calls.append(tuple(shape))
+        return dict(fake.timings)
 
-    monkeypatch.setattr(attention, "measure_attention", fake)
-    table.calls, table.timings, table.path = calls, {"ours": 1.0, "xla": 2.0}, None
-    return table
+    monkeypatch.setattr(attention, "measure_attention", measure)
+    return fake
 
 
 def test_attention_dispatch_uses_our_kernel_on_the_cpu_only(monkeypatch, ours):

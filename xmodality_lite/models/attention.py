@@ -174,22 +174,27 @@ def kernel_for(shape: tuple[int, ...], dtype=jnp.float32) -> Kernel:
         return mode  # type: ignore[return-value]
     key = _key(shape, dtype)
     if key not in _CHOSEN:
-        path = table_path()
-        try:
-            with _locked(path):
-                table = _read(path)
-                if key not in table:
-                    timings = measure_attention(shape, dtype)
-                    table[key] = {"kernel": choose(timings), "ours_s": timings["ours"],
-                                  "xla_s": timings["xla"],
-                                  "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                    from xmodality_lite.io import atomic_write_text
-
-                    atomic_write_text(path, json.dumps(table, indent=1, sort_keys=True))
-                _CHOSEN[key] = table[key]["kernel"]
-        except OSError:  # a cache that cannot be written: measure, keep it for this process
-            _CHOSEN[key] = choose(measure_attention(shape, dtype))
+        _CHOSEN[key] = _from_table(key, shape, dtype)
     return _CHOSEN[key]
+
+
+def _from_table(key: str, shape: tuple[int, ...], dtype) -> Kernel:
+    """The machine table's kernel for ``key``, measured and written first if it has none."""
+    from xmodality_lite.io import atomic_write_text
+
+    path, timings = table_path(), None
+    try:
+        with _locked(path):
+            table = _read(path)
+            if key not in table:
+                timings = measure_attention(shape, dtype)
+                table[key] = {"kernel": choose(timings), "ours_s": timings["ours"],
+                              "xla_s": timings["xla"],
+                              "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                atomic_write_text(path, json.dumps(table, indent=1, sort_keys=True))
+            return table[key]["kernel"]
+    except OSError:  # a cache that cannot be written: this process's own measurement
+        return choose(timings or measure_attention(shape, dtype))
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
