@@ -1,11 +1,14 @@
 """Preprocessing (paper §3.1): HU window, min-max, slice filter, split, crops, cache, batches."""
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from xmodality_lite.config import get_profile
+from xmodality_lite.data import dataset
 from xmodality_lite.preprocessing import (
     BatchIterator,
     VolumePair,
@@ -108,6 +111,55 @@ def test_dataset_slices_cache_and_rebuild(tmp_path):
     changed = build_slice_dataset(_pairs(seed=1), profile, cache_dir=tmp_path, progress=False)
     assert json.loads((tmp_path / "smoke" / "manifest.json").read_text())["sources"] != manifest["sources"]
     assert not np.array_equal(changed["train"].tof, ds["train"].tof)
+
+
+def _no_slicing(pair, d):
+    raise AssertionError(f"{pair.id} was sliced again instead of read from the cache")
+
+
+def test_one_split_alone_equals_that_split_of_the_whole(tmp_path, monkeypatch):
+    """splits=("test",): only the test patients are read and sliced, the result equals the whole
+    dataset's test split, a part never passes for the whole, and the whole serves any part."""
+    profile = get_profile("smoke")
+    whole = [dataclasses.replace(p, source=f"{p.id} recipe") for p in _pairs()]
+    test_ids = split_patients([p.id for p in whole], profile.data.split, profile.data.seed)["test"]
+    alone = [p if p.id in test_ids else dataclasses.replace(p, tof=None, cta=None) for p in whole]
+    part = build_slice_dataset(alone, profile, cache_dir=tmp_path, progress=False, splits=("test",))
+    assert list(part) == ["test"] and set(part["test"].subject) == set(test_ids)
+    assert json.loads((tmp_path / "smoke-test" / "manifest.json").read_text())["built"] == ["test"]
+    assert sorted(f.name for f in (tmp_path / "smoke-test").iterdir()) == ["manifest.json", "test.npz"]
+    with monkeypatch.context() as m:  # the part's own cache serves it again
+        m.setattr(dataset, "_slices_of", _no_slicing)
+        np.testing.assert_array_equal(build_slice_dataset(
+            alone, profile, cache_dir=tmp_path, progress=False, splits="test")["test"].cta, part["test"].cta)
+
+    full = build_slice_dataset(whole, profile, cache_dir=tmp_path, progress=False)  # built, not the part
+    assert list(full) == ["train", "val", "test"]
+    for field in dataclasses.fields(full["test"]):
+        np.testing.assert_array_equal(getattr(part["test"], field.name), getattr(full["test"], field.name))
+
+    shutil.rmtree(tmp_path / "smoke-test")  # from now on the whole dataset's cache serves the part
+    monkeypatch.setattr(dataset, "_slices_of", _no_slicing)
+    again = build_slice_dataset(alone, profile, cache_dir=tmp_path, progress=False, splits=["val", "test"])
+    assert list(again) == ["val", "test"] and not (tmp_path / "smoke-val+test").exists()
+    np.testing.assert_array_equal(again["val"].tof, full["val"].tof)
+    with pytest.raises(ValueError, match=r"splits: expected a non-empty subset of \('train', 'val', 'test'\)"):
+        build_slice_dataset(whole, profile, cache_dir=tmp_path, progress=False, splits=("tests",))
+    with pytest.raises(ValueError, match="splits"):
+        build_slice_dataset(whole, profile, cache_dir=tmp_path, progress=False, splits=())
+
+
+def test_phantom_test_split_alone_makes_only_the_test_patients(tmp_path, monkeypatch):
+    from xmodality_lite.data import phantom
+
+    made, real = [], phantom.make_pair
+    monkeypatch.setattr(phantom, "make_pair", lambda seed, *a, **k: made.append(seed) or real(seed, *a, **k))
+    test = dataset.phantom_dataset("smoke", cache_dir=tmp_path, progress=False, splits=("test",))["test"]
+    assert made == [int(s.removeprefix("phantom")) for s in sorted(set(test.subject))]  # 1 of 3
+    full = dataset.phantom_dataset("smoke", cache_dir=tmp_path, progress=False)
+    assert len(made) == 1 + get_profile("smoke").data.n_subjects
+    np.testing.assert_array_equal(full["test"].tof, test.tof)
+    np.testing.assert_array_equal(full["test"].hw, test.hw)
 
 
 def test_failure_mid_write_leaves_no_valid_cache(tmp_path, monkeypatch):

@@ -127,6 +127,33 @@ def test_incomplete_and_unreadable_patients_fail_together_before_any_work(tmp_pa
     assert not (tmp_path / "cache" / "topcow-registered").exists()  # nothing registered
 
 
+def test_evaluating_registers_only_the_test_patients(tmp_path, monkeypatch):
+    """topcow_dataset(splits=("test",)), what evaluation asks for, registers the test patients
+    alone; the whole dataset registers the rest and gives the same test split."""
+    from xmodality_lite.data import topcow
+    from xmodality_lite.evaluation import fixed_test_crops
+
+    write_topcow_layout(tmp_path / "topcow", 3, 0, edition="2024", profile="smoke")
+    asked = []
+
+    def register(pairs, **options):  # stands in for ANTs: each CTA as its own "registered" TOF
+        asked.append(sorted(p.id for p in pairs))
+        return {p.id: p.cta for p in pairs}
+
+    monkeypatch.setattr(topcow, "register_pairs", register)
+    cache = tmp_path / "cache"
+    test = topcow.topcow_dataset(tmp_path / "topcow", "smoke", cache_dir=cache, progress=False,
+                                 splits=("test",))["test"]
+    assert asked == [sorted(set(test.subject))] and len(asked[0]) == 1  # 1 of 3 (smoke: 1/1/1)
+    full = topcow.topcow_dataset(tmp_path / "topcow", "smoke", cache_dir=cache, progress=False)
+    assert asked[1] == ["001", "002", "003"]
+    np.testing.assert_array_equal(full["test"].cta, test.cta)
+    monkeypatch.setenv("XMODALITY_CACHE", str(cache))  # evaluation's default: the cached whole
+    tof, _ = fixed_test_crops("smoke", n=2, data_dir=tmp_path / "topcow")
+    size = get_profile("smoke").image_size
+    assert tof.shape == (2, size, size, 1) and len(asked) == 2  # nothing registered again
+
+
 @pytest.mark.slow
 def test_registration_error_against_the_known_misalignment(tmp_path):
     """Every unregistered pair is registered with ANTs (paper §3.1) and the stored transforms

@@ -34,11 +34,12 @@ METRICS = ("mse", "mae", "psnr", "ssim", "fd")
 def fixed_test_crops(profile=None, *, n: int | None = None, seed: int = 0,
                      data_dir: str | os.PathLike | None = None):
     """(tof, cta) [n, S, S, 1] in [−1, 1]: fixed random crops of the test split (TopCoW from
-    ``data_dir`` or ``$XMODALITY_DATA`` when given, else the phantom)."""
+    ``data_dir`` or ``$XMODALITY_DATA`` when given, else the phantom). Only the test patients
+    are made or registered when the whole dataset is not cached yet."""
     from xmodality_lite.preprocessing import BatchIterator, default_dataset
 
     profile = get_profile(profile)
-    test = default_dataset(profile, data=data_dir, progress=False)["test"]
+    test = default_dataset(profile, data=data_dir, progress=False, splits=("test",))["test"]
     n = len(test) if n is None else n
     return BatchIterator(test, n, seed, profile.image_size).batch_at(0)
 

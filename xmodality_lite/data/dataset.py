@@ -5,6 +5,12 @@ float32 in [−1, 1] (TOF per-slice min-max, CTA HU-windowed), ``hw`` [N, 2] (va
 padding to the split's largest slice), ``subject`` and ``index`` (axial slice number), plus
 ``manifest.json`` (profile, seeds, source hashes, slice counts, file hashes). The manifest is
 removed first and written last, so a crash mid-build leaves no cache that looks valid.
+
+Asked for some splits only (``splits=("test",)``: evaluation needs no training patients), only
+their patients are generated, registered and sliced, into ``<name>-<splits>/`` with ``built``
+in its manifest. Every patient's split follows from the ids alone (:func:`split_patients`), so
+a split built alone equals the same split of the whole dataset; a whole dataset already cached
+serves any of its splits.
 """
 
 from __future__ import annotations
@@ -140,35 +146,53 @@ def _stack(slices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return out, hw
 
 
-def _manifest(profile: Profile, sources: dict[str, str]) -> dict:
+def slice_manifest(profile: Profile, sources: dict[str, str]) -> dict:
+    """What a sliced dataset is made from: profile, data settings, each patient's split
+    (:func:`split_patients` of all ids) and source hash; its cache is valid while this matches."""
     d = profile.data
     return {"format": _FORMAT, "profile": profile.name, "data": profile.to_dict()["data"],
             "seeds": {"split": d.seed}, "splits": split_patients(list(sources), d.split, d.seed),
             "sources": sources}
 
 
+def check_splits(splits: Sequence[str]) -> tuple[str, ...]:
+    """``splits`` in the canonical order (train, val, test); an unknown or empty one is an error."""
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    if not splits or set(splits) - set(SPLITS):
+        raise ValueError(f"splits: expected a non-empty subset of {SPLITS}, got {splits}")
+    return tuple(s for s in SPLITS if s in splits)
+
+
 def build_slice_dataset(pairs: Sequence[VolumePair], profile: Profile | str | None = None, *,
                         cache_dir: str | os.PathLike | None = None, name: str | None = None,
-                        progress: bool = True) -> dict[str, SliceSet]:
-    """Split patients, slice, filter and normalise; cached, rebuilt when the manifest changes."""
+                        progress: bool = True, splits: Sequence[str] = SPLITS) -> dict[str, SliceSet]:
+    """Split patients, slice, filter and normalise; cached, rebuilt when the manifest changes.
+
+    Every patient is given (the split depends on all ids), but only those of ``splits`` are
+    sliced: the volumes of the others are never read and may be ``None``.
+    """
     profile = get_profile(profile)
     d = profile.data
+    wanted = check_splits(splits)
     if not pairs:
         raise ValueError("pairs: need at least one registered TOF/CTA pair")
-    folder = Path(cache_dir or default_cache_dir()) / (name or profile.name)
     by_id = {p.id: p for p in pairs}
     if len(by_id) != len(pairs):
         raise ValueError("pairs: patient ids must be unique")
-    manifest = _manifest(profile, {p.id: p.sha256() for p in pairs})
-    splits = manifest["splits"]
-    cached = _load_cache(folder, manifest)
+    manifest = slice_manifest(profile, {p.id: p.sha256() for p in pairs})
+    folder = Path(cache_dir or default_cache_dir()) / (name or profile.name)
+    cached = load_cached_splits(folder, manifest, wanted)
     if cached is not None:
         return cached
+    if wanted != SPLITS:
+        folder = _partial_folder(folder, wanted)
+        manifest["built"] = list(wanted)
+    splits = manifest["splits"]
 
     manifest.update(slices={}, dropped={}, files={})
     result = {}
-    bar = tqdm(total=len(pairs), desc="slicing", disable=not progress)
-    for split in SPLITS:
+    bar = tqdm(total=sum(len(splits[s]) for s in wanted), desc="slicing", disable=not progress)
+    for split in wanted:
         parts = {"tof": [], "cta": [], "index": [], "subject": []}
         for pid in splits[split]:
             out, reasons = _slices_of(by_id[pid], d)
@@ -185,7 +209,7 @@ def build_slice_dataset(pairs: Sequence[VolumePair], profile: Profile | str | No
     # Write only once every pair has been sliced: a bad pair must not leave files behind.
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.json").unlink(missing_ok=True)  # invalid until the last write succeeds
-    for split in SPLITS:
+    for split in wanted:
         path = folder / f"{split}.npz"
         with atomic_path(path) as tmp:
             np.savez(tmp, **vars(result[split]))
@@ -195,18 +219,36 @@ def build_slice_dataset(pairs: Sequence[VolumePair], profile: Profile | str | No
     return result
 
 
-def _load_cache(folder: Path, manifest: dict) -> dict[str, SliceSet] | None:
+def _partial_folder(folder: Path, splits: tuple[str, ...]) -> Path:
+    return folder.with_name(f"{folder.name}-{'+'.join(splits)}")
+
+
+def load_cached_splits(folder: Path, manifest: dict,
+                       splits: Sequence[str] = SPLITS) -> dict[str, SliceSet] | None:
+    """``splits`` from the cache of the whole dataset in ``folder``, else from the cache of
+    those splits alone (``<folder>-<splits>``); ``None`` if neither matches ``manifest``."""
+    splits = check_splits(splits)
+    cached = _load_cache(folder, manifest, splits)
+    if cached is None and splits != SPLITS:
+        cached = _load_cache(_partial_folder(folder, splits), manifest, splits)
+    return cached
+
+
+def _load_cache(folder: Path, manifest: dict, splits: tuple[str, ...]) -> dict[str, SliceSet] | None:
     try:
         stored = json.loads((folder / "manifest.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    if any(stored.get(k) != v for k, v in json.loads(json.dumps(manifest)).items()):
+    expected = json.loads(json.dumps({k: v for k, v in manifest.items() if k != "built"}))
+    if any(stored.get(k) != v for k, v in expected.items()):
         return None
-    files = stored.get("files", {})
+    if set(splits) - set(stored.get("built", SPLITS)):
+        return None
+    files = {f"{s}.npz": stored.get("files", {}).get(f"{s}.npz") for s in splits}
     if any(not (folder / f).exists() or file_sha256(folder / f) != h for f, h in files.items()):
         return None
     out = {}
-    for split in SPLITS:
+    for split in splits:
         with np.load(folder / f"{split}.npz") as z:
             out[split] = SliceSet(**{k: z[k] for k in z.files})
     return out
@@ -271,50 +313,60 @@ def resample_with_known_transform(pair) -> np.ndarray:
 
 
 def phantom_dataset(profile: Profile | str | None = None, *, register: bool = False,
-                    cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, SliceSet]:
+                    cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                    splits: Sequence[str] = SPLITS) -> dict[str, SliceSet]:
     """``profile.data.n_subjects`` phantom patients → sliced, filtered, split and cached.
 
     ``register=False`` (default, fast) puts each TOF on its CTA grid through the phantom's
     known transform; ``register=True`` runs the ANTs SyN registration the paper uses (§3.1).
+    ``splits`` (default all three): generate and return only these, e.g. ``("test",)`` for an
+    evaluation, which then makes 3 of the cpu profile's 16 patients.
     """
     from xmodality_lite.data import anatomy, phantom
     from xmodality_lite.data.phantom import make_pair
     from xmodality_lite.registration import register_tof_to_cta
 
     profile = get_profile(profile)
+    wanted = check_splits(splits)
     code = "".join(file_sha256(Path(m.__file__)) for m in (anatomy, phantom, _this_module()))
     seeds = [profile.data.seed + i for i in range(profile.data.n_subjects)]
     sources = {f"phantom{s:04d}": f"make_pair({s}, {profile.name!r}) register={register} code={code}"
                for s in seeds}
     name = f"phantom-{profile.name}-{'registered' if register else 'known'}"
     folder = Path(cache_dir or default_cache_dir()) / name
-    cached = _load_cache(folder, _manifest(profile, {k: VolumePair(k, None, None, v).sha256()
-                                                     for k, v in sources.items()}))
+    manifest = slice_manifest(profile, {k: text_sha256(v) for k, v in sources.items()})
+    cached = load_cached_splits(folder, manifest, wanted)
     if cached is not None:  # skip generating the phantoms at all
         return cached
+    needed = {pid for split in wanted for pid in manifest["splits"][split]}
     pairs = []
     for (pid, source), seed in zip(tqdm(sources.items(), desc="phantom", disable=not progress), seeds, strict=True):
+        if pid not in needed:  # a patient of another split: its id and recipe only
+            pairs.append(VolumePair(pid, None, None, source))
+            continue
         p = make_pair(seed, profile)
         if register:
             tof = register_tof_to_cta(p.tof, p.cta).warped.get_fdata(dtype=np.float32)
         else:
             tof = resample_with_known_transform(p)
         pairs.append(VolumePair(pid, tof, np.asarray(p.cta.dataobj, np.float32), source))
-    return build_slice_dataset(pairs, profile, cache_dir=cache_dir, name=name, progress=progress)
+    return build_slice_dataset(pairs, profile, cache_dir=cache_dir, name=name, progress=progress,
+                               splits=wanted)
 
 
 def default_dataset(profile: Profile | str | None = None, *, data: str | os.PathLike | None = None,
-                    cache_dir: str | os.PathLike | None = None,
-                    progress: bool = True) -> dict[str, SliceSet]:
+                    cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                    splits: Sequence[str] = SPLITS) -> dict[str, SliceSet]:
     """The dataset that training, sampling and evaluation use by default: the TopCoW folder
     ``data`` (else ``$XMODALITY_DATA``), registered and sliced by
-    :func:`~xmodality_lite.data.topcow.topcow_dataset`, when either is given; else the phantom."""
+    :func:`~xmodality_lite.data.topcow.topcow_dataset`, when either is given; else the phantom.
+    Only the patients of ``splits`` are made (the phantom) or registered (TopCoW)."""
     from xmodality_lite.data.topcow import DATA_ENV_VAR, topcow_dataset
 
     root = data if data is not None else os.environ.get(DATA_ENV_VAR) or None
     if root is None:
-        return phantom_dataset(profile, cache_dir=cache_dir, progress=progress)
-    return topcow_dataset(root, profile, cache_dir=cache_dir, progress=progress)
+        return phantom_dataset(profile, cache_dir=cache_dir, progress=progress, splits=splits)
+    return topcow_dataset(root, profile, cache_dir=cache_dir, progress=progress, splits=splits)
 
 
 def _this_module():
@@ -323,5 +375,6 @@ def _this_module():
     return sys.modules[__name__]
 
 
-__all__ = ["BatchIterator", "SliceSet", "VolumePair", "build_slice_dataset", "default_cache_dir",
+__all__ = ["SPLITS", "BatchIterator", "SliceSet", "VolumePair", "build_slice_dataset", "check_splits",
+           "default_cache_dir", "load_cached_splits", "slice_manifest",
            "default_dataset", "phantom_dataset", "resample_with_known_transform", "split_patients"]

@@ -296,7 +296,8 @@ class RegisteredVolumes:
 
 def topcow_dataset(root: str | os.PathLike | None = None, profile: Profile | str | None = None, *,
                    region: str = "whole", cache_dir: str | os.PathLike | None = None,
-                   type_of_transform: str = "SyN", seed: int = 42, progress: bool = True):
+                   type_of_transform: str = "SyN", seed: int = 42, progress: bool = True,
+                   splits: Sequence[str] = ("train", "val", "test")):
     """TopCoW under ``root`` (default ``$XMODALITY_DATA``) as the sliced dataset, split by patient
     and cached, as :func:`~xmodality_lite.data.dataset.phantom_dataset` does for the phantom.
 
@@ -305,15 +306,31 @@ def topcow_dataset(root: str | os.PathLike | None = None, profile: Profile | str
     2. register each TOF onto its CTA (:func:`register_pairs`, cached per patient);
     3. slice, filter, window, scale and split by patient
        (:func:`~xmodality_lite.data.dataset.build_slice_dataset`, cached per profile).
+
+    ``splits`` (default all three): register and slice only the patients of these, e.g.
+    ``("test",)`` to evaluate trained weights without registering the training patients.
     """
-    from xmodality_lite.data.dataset import build_slice_dataset
+    from xmodality_lite.data.dataset import (
+        build_slice_dataset,
+        check_splits,
+        load_cached_splits,
+        slice_manifest,
+    )
 
     profile = get_profile(profile)
+    wanted = check_splits(splits)
     root = data_root() if root is None else Path(root).expanduser()
     pairs = find_pairs(root, region=region, check_files=True)
     options = dict(type_of_transform=type_of_transform, seed=seed)
-    warped = register_pairs(pairs, cache_dir=cache_dir, progress=progress, **options)
-    volumes = [RegisteredVolumes(p.id, warped[p.id], p.cta, patient_source(p, **options)) for p in pairs]
-    folder_key = text_sha256(str(root.resolve()))[:8]
+    sources = {p.id: patient_source(p, **options) for p in pairs}
+    name = f"topcow-{text_sha256(str(root.resolve()))[:8]}-{region}-{profile.name}"
+    manifest = slice_manifest(profile, {pid: text_sha256(src) for pid, src in sources.items()})
+    cached = load_cached_splits(Path(cache_dir or user_cache_dir()) / name, manifest, wanted)
+    if cached is not None:
+        return cached
+    needed = {pid for split in wanted for pid in manifest["splits"][split]}
+    warped = register_pairs([p for p in pairs if p.id in needed], cache_dir=cache_dir,
+                            progress=progress, **options)
+    volumes = [RegisteredVolumes(p.id, warped.get(p.id), p.cta, sources[p.id]) for p in pairs]
     return build_slice_dataset(volumes, profile, cache_dir=cache_dir, progress=progress,
-                               name=f"topcow-{folder_key}-{region}-{profile.name}")
+                               name=name, splits=wanted)
