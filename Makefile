@@ -12,8 +12,9 @@ export PYTHONHASHSEED := 0
 # uses the per-user cache folder (xmodality_lite.data.dataset.default_cache_dir)
 export XMODALITY_CACHE ?= $(CURDIR)/data/cache
 # tests in parallel, one file per worker (a file's fixtures, e.g. the book build, are built once):
-# on 2 cores the book build runs beside the rest of the suite. PYTEST_PARALLEL= runs serially.
-PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
+# on 2 cores the book build runs beside the rest of the suite, started first (tests/conftest.py
+# orders the files; --no-loadscope-reorder keeps that order). PYTEST_PARALLEL= runs serially.
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 .PHONY: all env book test test-fast lint bench checkpoints clean help
 

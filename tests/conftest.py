@@ -25,3 +25,24 @@ os.environ.pop("XMODALITY_DATA", None)
 # results do not hang on a measurement, and a fresh clone's suite does not pay for one. The
 # choice itself, and both kernels' equality, are tested in tests/test_kernels.py.
 os.environ.setdefault("XMODALITY_ATTENTION", "ours")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest work first, so that the two xdist workers finish together.
+
+    ``make test`` hands out whole files (``--dist loadfile --no-loadscope-reorder``) in this
+    order: the book build (every notebook, the suite's longest piece) first, then the files
+    holding ``slow`` tests, then the rest by number of tests, the small files last to fill the
+    gaps. xdist's own order (most tests first) started the book late, and the other worker
+    then sat idle while it finished.
+    """
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+    def rank(tests):
+        if any(t.get_closest_marker("book") for t in tests):
+            return (0, 0)
+        return (1 if any(t.get_closest_marker("slow") for t in tests) else 2, -len(tests))
+
+    items[:] = [t for tests in sorted(files.values(), key=rank) for t in tests]
