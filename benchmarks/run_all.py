@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT = ("models", "sampler", "volume", "registration", "compilation")
 SECTIONS = ("models", "sampler", "volume", "registration", "notebooks", "compilation",
             "teaching", "cpu_profile", "xla_flags", "checkpoints", "test_suite",
-            "model_build")  # RESULTS order
+            "model_build", "dit_ceiling")  # RESULTS order
 
 
 def _read(section: str) -> dict | None:
@@ -431,7 +431,37 @@ def _model_build(r: dict) -> list[str]:
                          "compiles", "compile s", "parameters bit for bit equal"], body)
 
 
-RENDER = {"model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
+def _dit_ceiling(r: dict) -> list[str]:
+    best, fl = r["gemm_best_gflops"], r["gflops_b1"]
+    own = [v for k, v in r["gemm_gflops"].items() if k.startswith("256x")]
+    bound = 7 * 4 * r["params"] / (r["triad_gb_s"] * 1e9)  # Adam: read p, g, m, v; write p, m, v
+    rows = [("forward, batch 1", r["forward_s"], fl),
+            ("gradient alone (value_and_grad), batch 2", r["grad_s"], 3 * 2 * fl),
+            ("Adam update alone", r["adam_s"], None),
+            ("train step (gradient + Adam), batch 2", r["train_s"], 3 * 2 * fl)]
+    body = [[what, f"{t:.3f}", "–" if f is None else f"{f / t:.0f}",
+             "–" if f is None else f"{f / t / best:.2f}"] for what, t, f in rows]
+    work, in_model = 3 * 2 * fl, fl / r["forward_s"]  # the forward's own rate, in the model
+    ideal, real = work / best + bound, work / in_model + bound
+    out = ["## 13. DiT-L/16 at the paper size against this CPU's ceilings", "",
+           f"`benchmarks/bench_dit_ceiling.py`: one process, float32, medians of {r['repeats']}; "
+           f"ceilings measured first in the same process: float32 GEMM **{best:.0f}** GFLOP/s "
+           f"(best of DiT-L/16's own shapes; {min(own):.0f}–{max(own):.0f} at batch 1's 256 "
+           f"tokens), memory bandwidth **{r['triad_gb_s']:.1f}** GB/s (triad). GFLOP/s = XLA's "
+           f"forward FLOPs ({fl:.1f} GFLOP at batch 1, × 3 × 2 for the batch-2 gradient) ÷ time. "
+           "The gradient alone returns a fresh 2 GiB gradient each call, where the train step "
+           "reuses donated buffers: it can take longer than the whole step.", ""]
+    out += _table(["what", "s", "GFLOP/s", "÷ best GEMM"], body)
+    return out + [
+        f"The Adam update moves 7 × 4 bytes per parameter ({r['params'] / 1e6:.0f} M): at least "
+        f"{bound:.2f} s at this bandwidth ({r['adam_s'] / bound:.1f}× that here). A batch-2 train "
+        f"step is therefore at most {work / ideal / best:.2f} of the GEMM ceiling even with every "
+        f"GEMM at the ceiling and Adam at its bound ({ideal:.2f} s), and at most "
+        f"{work / real / best:.2f} with the gradient at the rate the forward reaches in the model "
+        f"({in_model:.0f} GFLOP/s; {real:.2f} s).", ""]
+
+
+RENDER = {"dit_ceiling": _dit_ceiling, "model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
           "registration": _registration, "notebooks": _notebooks, "compilation": _compilation,
           "teaching": _teaching}
 
