@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import ROOT, load, log, time_call, write_result
+from benchmarks.common import ROOT, fastest_s, gemm_gflops, load, log, time_call, write_result
 from xmodality_lite.models import MODELS as ARCHITECTURES
 
 MODELS = tuple(ARCHITECTURES)
@@ -164,21 +164,18 @@ def _ceilings_and_kernels(repeats: int) -> dict:
     def normal(seed, shape):
         return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
 
-    def fastest(fn, *args):
-        return min(time_call(lambda: fn(*args), max(repeats, 5))["runs_s"])
-
     def conv(x, w):
         return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    out = {"gemm_gflops": {}, "conv_gflops": {}}
-    for m, k, n in [(2048, 2048, 2048), (4096, 128, 512)]:  # square; DiT cpu MLP at batch 16
-        a, b = normal(0, (m, k)), normal(1, (k, n))
-        out["gemm_gflops"][f"{m}x{k}x{n}"] = 2 * m * k * n / fastest(jax.jit(jnp.matmul), a, b) / 1e9
+    # square; DiT cpu MLP at batch 16
+    out = {"gemm_gflops": gemm_gflops([(2048, 2048, 2048), (4096, 128, 512)], repeats),
+           "conv_gflops": {}}
+    conv_jit = jax.jit(conv)
     for bsz, size, c in [(16, 64, 64), (1, 256, 128)]:
         x, w = normal(0, (bsz, size, size, c)), normal(1, (3, 3, c, c))
-        out["conv_gflops"][f"{bsz}x{size}²x{c}"] = (2 * bsz * size**2 * 9 * c * c
-                                                   / fastest(jax.jit(conv), x, w) / 1e9)
+        out["conv_gflops"][f"{bsz}x{size}²x{c}"] = (
+            2 * bsz * size**2 * 9 * c * c / fastest_s(lambda x=x, w=w: conv_jit(x, w), repeats) / 1e9)
     prof = get_profile("cpu")
     out["forward_gflop"] = {name: model_flops(name, prof, batch=1) / 1e9 for name in MODELS}
 

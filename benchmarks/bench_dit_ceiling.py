@@ -30,22 +30,13 @@ def measure(repeats: int) -> dict:
     import optax
     from flax import nnx
 
-    from benchmarks.common import time_call, train_step_call
+    from benchmarks.common import fastest_s, gemm_gflops, time_call, train_step_call
     from xmodality_lite import training
     from xmodality_lite.config import get_profile
     from xmodality_lite.diffusion import functional
     from xmodality_lite.models import build_model, model_flops
 
-    def fastest(fn):  # a ceiling: the best of the runs
-        return min(time_call(fn, max(repeats, 5))["runs_s"])
-
-    out = {"gemm_gflops": {}}
-    matmul = jax.jit(jnp.matmul)
-    for m, k, n in GEMMS:
-        a = jax.random.normal(jax.random.key(0), (m, k))
-        b = jax.random.normal(jax.random.key(1), (k, n))
-        seconds = fastest(lambda a=a, b=b: matmul(a, b))
-        out["gemm_gflops"][f"{m}x{k}x{n}"] = 2 * m * k * n / seconds / 1e9
+    out = {"gemm_gflops": gemm_gflops(GEMMS, repeats)}
     out["gemm_best_gflops"] = max(out["gemm_gflops"].values())
 
     arrays = {"a": jnp.ones(TRIAD_FLOATS), "b": jnp.ones(TRIAD_FLOATS)}
@@ -55,7 +46,7 @@ def measure(repeats: int) -> dict:
         arrays["a"] = triad(arrays["a"], arrays["b"])
         return arrays["a"]
 
-    out["triad_gb_s"] = 3 * 4 * TRIAD_FLOATS / fastest(one_triad) / 1e9
+    out["triad_gb_s"] = 3 * 4 * TRIAD_FLOATS / fastest_s(one_triad, repeats) / 1e9
     arrays.clear()  # 2 GiB back before the model
     log(f"[dit_ceiling] GEMM {out['gemm_best_gflops']:.0f} GFLOP/s, triad {out['triad_gb_s']:.1f} GB/s")
 

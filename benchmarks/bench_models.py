@@ -22,6 +22,8 @@ import datetime
 import json
 
 from benchmarks.common import (
+    fastest_s,
+    gemm_gflops,
     log,
     peak_rss_mib,
     run_worker,
@@ -102,18 +104,14 @@ def kernels(repeats: int) -> dict:
         return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    def fastest(fn, *args):  # a ceiling: the best of the runs, not their median
-        return min(time_call(lambda: fn(*args), max(repeats, 5))["runs_s"])
-
     out = {}
-    gemms = {}  # [M, K] × [K, N]: square, and DiT-L/16's MLP at batch 2 (512 tokens, 1024 → 4096)
-    for m, k, n in [(4096, 4096, 4096), (512, 1024, 4096), (512, 4096, 1024)]:
-        a, b = normal(0, (m, k)), normal(1, (k, n))
-        gemms[f"{m}x{k}x{n}"] = 2 * m * k * n / fastest(jax.jit(jnp.matmul), a, b) / 1e9
+    # [M, K] × [K, N]: square, and DiT-L/16's MLP at batch 2 (512 tokens, 1024 → 4096)
+    gemms = gemm_gflops([(4096, 4096, 4096), (512, 1024, 4096), (512, 4096, 1024)], repeats)
     out["gemm_gflops"] = gemms
     out["gemm_best_gflops"] = max(gemms.values())
     x, w = normal(0, (1, 256, 256, 128)), normal(1, (3, 3, 128, 128))
-    out["conv3x3_256_gflops"] = 2 * 256**2 * 9 * 128**2 / fastest(jax.jit(conv), x, w) / 1e9
+    conv_jit = jax.jit(conv)
+    out["conv3x3_256_gflops"] = 2 * 256**2 * 9 * 128**2 / fastest_s(lambda: conv_jit(x, w), repeats) / 1e9
     log(f"[models] kernels: {out}")
 
     grads = []  # (batch, size, c_in, c_out): layers of the paper-size U-Net/ADM at batch 2

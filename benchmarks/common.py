@@ -58,6 +58,26 @@ def time_call(fn: Callable[[], Any], repeats: int = 3) -> dict[str, Any]:
             "cpu_median_s": statistics.median(cpu)}
 
 
+def fastest_s(fn: Callable[[], Any], repeats: int = 5) -> float:
+    """A ceiling's seconds: the best of at least five calls after a compiling one, not their median."""
+    return min(time_call(fn, max(repeats, 5))["runs_s"])
+
+
+def gemm_gflops(shapes, repeats: int = 5) -> dict[str, float]:
+    """Float32 GEMM GFLOP/s at each [M, K] × [K, N] of ``shapes``, keyed ``"MxKxN"`` (fastest
+    of the runs): the ceiling a model's achieved GFLOP/s is read against."""
+    import jax
+    import jax.numpy as jnp
+
+    matmul = jax.jit(jnp.matmul)
+    out = {}
+    for m, k, n in shapes:
+        a = jax.random.normal(jax.random.key(0), (m, k), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (k, n), jnp.float32)
+        out[f"{m}x{k}x{n}"] = 2 * m * k * n / fastest_s(lambda a=a, b=b: matmul(a, b), repeats) / 1e9
+    return out
+
+
 def train_step_call(model, profile, batch: int) -> Callable[[], Any]:
     """``one_step()``: one call of ``training.make_train_step`` on ``model`` (consumed: its
     buffers are donated) with fixed random [batch, S, S, 1] inputs in [−1, 1]; each call
