@@ -8,6 +8,11 @@ package: :func:`xmodality_lite.models.layers.drawn_as_rank3`), with ``XMODALITY_
 Reported: the build's wall time, JAX's count of backend compilations and their seconds, and
 whether the two builds' parameters are equal bit for bit.
 
+Second table: the abstract build at the paper size (shapes only, what ``count_params``,
+``model_flops`` and ``load_model`` start from), ``flax.nnx.eval_shape`` against the package's
+:func:`xmodality_lite.models.eval_shape`, alternating in fresh processes as above, each after
+one small warm-up build; reported with whether both give the same parameter paths and shapes.
+
     python -m benchmarks.bench_model_build [--quick] [--rounds 2] [--profiles smoke,cpu]
 """
 
@@ -24,6 +29,7 @@ from benchmarks.common import load, log, run_worker, write_result
 
 MODELS = ("unet", "adm", "uvit", "dit")
 WAYS = ("rank4", "rank3")
+ABSTRACT = ("nnx", "package")  # flax.nnx.eval_shape, xmodality_lite.models.eval_shape
 COMPILE = "/jax/core/compile/backend_compile_duration"
 
 
@@ -53,6 +59,27 @@ def measure(name: str, profile: str, way: str) -> dict:
             "params_sha256": digest}
 
 
+def measure_abstract(name: str, way: str) -> dict:
+    """One process: the paper-size model with shapes only, traced the ``way`` given."""
+    import time
+
+    import jax
+    from flax import nnx
+
+    from xmodality_lite import models
+
+    trace = nnx.eval_shape if way == "nnx" else models.eval_shape
+    trace(lambda: models.build_model("unet", "smoke", rngs=nnx.Rngs(0)))  # imports, first trace
+    t0 = time.perf_counter()
+    model = trace(lambda: models.build_model(name, "paper", rngs=nnx.Rngs(0)))
+    wall = time.perf_counter() - t0
+    shapes = [(str(path), tuple(v.get_value().shape), str(v.get_value().dtype))
+              for path, v in nnx.to_flat_state(nnx.state(model))]
+    params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    return {"trace_s": wall, "params": params,
+            "shapes_sha256": hashlib.sha256(repr(shapes).encode()).hexdigest()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "PROFILE", "WAY"))
@@ -61,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--profiles", default="smoke,cpu")
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(*args.worker)))
+        name, profile, way = args.worker
+        print(json.dumps(measure_abstract(name, way) if way in ABSTRACT else measure(*args.worker)))
         return {}
     os.environ["XMODALITY_JAX_CACHE"] = "0"  # every build compiles, as in a fresh place
     profiles = ["smoke"] if args.quick else args.profiles.split(",")
@@ -84,7 +112,21 @@ def main(argv: list[str] | None = None) -> dict:
                             for k in ("build_s", "compiles", "compile_s")}
             log(f"[model_build] {json.dumps(row)}")
             rows.append(row)
-    result = {"rows": rows, "load_before": before, "load_after": load()}
+    abstract = []
+    for name in MODELS:
+        runs = {way: [] for way in ABSTRACT}
+        for _ in range(rounds):
+            for way in ABSTRACT:
+                got = run_worker("benchmarks.bench_model_build", name, "paper", way)
+                if "error" in got:
+                    sys.exit(f"{name} paper {way}: {got['error']}")
+                runs[way].append(got)
+        row = {"model": name, "rounds": rounds, "params": runs["nnx"][0]["params"],
+               "same_shapes": len({r["shapes_sha256"] for w in ABSTRACT for r in runs[w]}) == 1,
+               **{way: statistics.median(r["trace_s"] for r in runs[way]) for way in ABSTRACT}}
+        log(f"[model_build] abstract {json.dumps(row)}")
+        abstract.append(row)
+    result = {"rows": rows, "abstract": abstract, "load_before": before, "load_after": load()}
     write_result("model_build", result)
     return result
 

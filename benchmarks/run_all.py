@@ -427,8 +427,20 @@ def _model_build(r: dict) -> list[str]:
              f"{x['rank4']['compiles']:.0f}", f"{x['rank4']['compile_s']:.1f} → "
              f"{x['rank3']['compile_s']:.1f}", "yes" if x["same_params"] else "**no**"]
             for x in r["rows"]]
-    return out + _table(["model", "profile", "build s rank 4", "rank 3", "speed-up",
-                         "compiles", "compile s", "parameters bit for bit equal"], body)
+    out += _table(["model", "profile", "build s rank 4", "rank 3", "speed-up",
+                   "compiles", "compile s", "parameters bit for bit equal"], body)
+    if not r.get("abstract"):
+        return out
+    out += ["", "The same model with shapes only, at the paper size (what `count_params`, "
+            "`model_flops` and `load_model` start from): `flax.nnx.eval_shape` against the "
+            "package's `models.eval_shape`, which traces the same constructor without building "
+            "the origin message of every `tracer.sharding` error that flax's RNG counters raise "
+            f"and catch (medians of {r['abstract'][0]['rounds']} fresh processes each).", ""]
+    body = [[x["model"], f"{x['params']:,}", f"{x['nnx']:.2f}", f"{x['package']:.2f}",
+             f"{x['nnx'] / x['package']:.1f}×", "yes" if x["same_shapes"] else "**no**"]
+            for x in r["abstract"]]
+    return out + _table(["model", "parameters", "nnx.eval_shape s", "models.eval_shape s",
+                         "speed-up", "same paths and shapes"], body)
 
 
 def _dit_ceiling(r: dict) -> list[str]:

@@ -9,6 +9,7 @@ from _tiny import adam_losses
 from flax import nnx
 from test_transformer import param_shapes
 
+from xmodality_lite.models import eval_shape
 from xmodality_lite.models.dit import DIT_SIZES, DiT, patchify, unpatchify
 from xmodality_lite.models.layers import logsnr_embedding
 from xmodality_lite.models.published import dit_mapping
@@ -35,7 +36,7 @@ def inputs(size: str, batch: int = 2, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def paper_model() -> DiT:
-    return nnx.eval_shape(lambda: make("paper"))
+    return eval_shape(lambda: make("paper"))  # the package's: nnx.eval_shape, faster
 
 
 def test_paper_parameter_count(paper_model):

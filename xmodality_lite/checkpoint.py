@@ -234,13 +234,13 @@ def load_checkpoint(path: str | os.PathLike, model: nnx.Module,
 
 def load_model(path: str | os.PathLike, *, use_ema: bool = True) -> nnx.Module:
     """Rebuild the model named in the metadata and load its weights (EMA ones if present)."""
-    from xmodality_lite.models import build_model
+    from xmodality_lite.models import build_model, eval_shape
 
     path = Path(path)
     meta = read_metadata(path)
     profile = profile_from_dict(meta["profile"])
-    model = nnx.eval_shape(lambda: build_model(meta["model"], profile, rngs=nnx.Rngs(0),
-                                               variant=meta.get("variant", "published")))
+    model = eval_shape(lambda: build_model(meta["model"], profile, rngs=nnx.Rngs(0),
+                                           variant=meta.get("variant", "published")))
     ckpt = load_checkpoint(path, model)
     if use_ema and ckpt.ema is not None:
         nnx.update(model, ckpt.ema)

@@ -30,6 +30,8 @@ import scipy.ndimage
 from flax import nnx
 from tqdm.auto import tqdm
 
+from xmodality_lite.models import eval_shape
+
 WEIGHTS_ENV = "XMODALITY_VIT_WEIGHTS"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "weights" / "ViT-B_16.npz"
 WEIGHTS_URL = "https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz"
@@ -119,7 +121,7 @@ def _checkpoint_key(path: tuple) -> str:
 
 def checkpoint_shapes(size: ViTSize = VIT_B16, *, grid: int = 14) -> dict[str, tuple[int, ...]]:
     """Official key → shape for a checkpoint with a ``grid``×``grid`` position embedding."""
-    abstract = nnx.eval_shape(lambda: ViT(size, image_size=grid * size.patch, rngs=nnx.Rngs(0)))
+    abstract = eval_shape(lambda: ViT(size, image_size=grid * size.patch, rngs=nnx.Rngs(0)))
     flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
     return {_checkpoint_key(path): tuple(v.get_value().shape) for path, v in flat}
 
@@ -172,7 +174,7 @@ def load_vit(path: str | os.PathLike, size: ViTSize = VIT_B16, *,
         raise ValueError(f"ViT weights {path} do not match ViT{size}: {'; '.join(problems[:5])}{more}")
 
     params[_POS_KEY] = interpolate_pos_embedding(params[_POS_KEY], image_size // size.patch)
-    abstract = nnx.eval_shape(lambda: ViT(size, image_size=image_size, rngs=nnx.Rngs(0)))
+    abstract = eval_shape(lambda: ViT(size, image_size=image_size, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     flat = nnx.to_flat_state(state)
     for p, v in flat:

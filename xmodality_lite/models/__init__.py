@@ -11,8 +11,11 @@ published configuration (Table 2 counts are checked exactly in ``tests/test_mode
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import NamedTuple
+import threading
+from collections.abc import Callable, Iterator
+from typing import NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -56,11 +59,46 @@ def build_model(name: str, profile: str | Profile, *, rngs: nnx.Rngs,
     return arch.cls(**arch.sizes[profile.name], variant=variant, dtype=dtype, rngs=rngs)
 
 
+M = TypeVar("M")
+_QUIET = threading.Lock()
+
+
+@contextlib.contextmanager
+def _tracer_errors_without_origin() -> Iterator[None]:
+    # While tracing, `tracer.sharding` raises an AttributeError whose message JAX (0.10) builds
+    # by walking back through every equation traced so far (DynamicJaxprTracer._origin_msg), and
+    # flax probes `.sharding` each time an RNG stream's counter is updated, i.e. for every
+    # parameter drawn. Tracing a constructor is therefore quadratic in its parameter count:
+    # DiT-L/16 5.2 s, U-ViT 7.5 s, of which all but ~1.5 s builds messages nobody reads
+    # (benchmarks/RESULTS.md §12). Only the message goes: the error is still raised and caught.
+    from jax._src.interpreters import partial_eval
+
+    tracer = getattr(partial_eval, "DynamicJaxprTracer", None)
+    original = vars(tracer).get("_origin_msg") if tracer is not None else None
+    if original is None or not _QUIET.acquire(blocking=False):
+        yield  # another JAX, or already quiet (nested, or another thread): trace as is
+        return
+    tracer._origin_msg = lambda self: ""
+    try:
+        yield
+    finally:
+        tracer._origin_msg = original
+        _QUIET.release()
+
+
+def eval_shape(constructor: Callable[[], M]) -> M:
+    """``nnx.eval_shape(constructor)``, the same module (arrays as ShapeDtypeStructs, nothing
+    allocated), several times faster for a paper-size model: see ``_tracer_errors_without_origin``.
+    """
+    with _tracer_errors_without_origin():
+        return nnx.eval_shape(constructor)
+
+
 @functools.lru_cache(maxsize=32)
 def _abstract_split(name: str, profile: Profile, variant: str, dtype) -> tuple:
-    # Tracing the paper-size constructor takes seconds (DiT-L: 24 blocks), so it is done once
-    # per (model, profile, variant, dtype); the returned state holds only ShapeDtypeStructs.
-    return nnx.split(nnx.eval_shape(
+    # Tracing the paper-size constructor takes a second or more (DiT-L: 24 blocks), so it is
+    # done once per (model, profile, variant, dtype); the state holds only ShapeDtypeStructs.
+    return nnx.split(eval_shape(
         lambda: build_model(name, profile, rngs=nnx.Rngs(0), variant=variant, dtype=dtype)))
 
 
@@ -115,5 +153,5 @@ def __getattr__(name: str):
 __all__ = [
     "ADM", "ADM_SIZES", "Architecture", "DIT_SIZES", "DiT", "MODELS", "UNET_SIZES", "UNet",
     "UVIT_SIZES", "UViT", "abstract_model", "architecture", "build_model", "count_params",
-    "export_published", "load_published", "model_flops",
+    "eval_shape", "export_published", "load_published", "model_flops",
 ]
