@@ -16,9 +16,8 @@ export XMODALITY_CACHE ?= $(CURDIR)/data/cache
 # orders the files; --no-loadscope-reorder keeps that order). PYTEST_PARALLEL= runs serially.
 PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 # XLA compiles the suite's programs at LLVM -O0. At the smoke profile `make test` is mostly XLA
-# compiling thousands of small programs once each; -O0 compiles them faster (a fresh process that
-# builds an ADM and runs its first smoke train step: 27.7 -> 19.6 s), and the programs, tiny at
-# this profile, run a little slower. Results differ from XLA's default (-O2)
+# compiling thousands of small programs once each; -O0 compiles them about a third faster, and the
+# programs, tiny at this profile, run a little slower. Results differ from XLA's default (-O2)
 # in the last bits of fused elementwise maths (smoke train step and samples: |Δ| ≤ 1e-5), within
 # every test's tolerance; nothing compares them bit for bit with a file made at -O2. The JAX
 # compilation cache and the attention kernel table are keyed by XLA_FLAGS, so nothing compiled or
