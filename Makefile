@@ -15,15 +15,6 @@ export XMODALITY_CACHE ?= $(CURDIR)/data/cache
 # on 2 cores the book build runs beside the rest of the suite, started first (tests/conftest.py
 # orders the files; --no-loadscope-reorder keeps that order). PYTEST_PARALLEL= runs serially.
 PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
-# XLA compiles the suite's programs at LLVM -O0. At the smoke profile `make test` is mostly XLA
-# compiling thousands of small programs once each; -O0 compiles them about a third faster, and the
-# programs, tiny at this profile, run a little slower. Results differ from XLA's default (-O2)
-# in the last bits of fused elementwise maths (smoke train step and samples: |Δ| ≤ 1e-5), within
-# every test's tolerance; nothing compares them bit for bit with a file made at -O2. The JAX
-# compilation cache and the attention kernel table are keyed by XLA_FLAGS, so nothing compiled or
-# measured here is reused at -O2. `make test TEST_XLA_FLAGS=` tests at XLA's default level.
-TEST_XLA_FLAGS ?= --xla_backend_optimization_level=0
-TEST_ENV = XMODALITY_PROFILE=smoke XLA_FLAGS="$(strip $(TEST_XLA_FLAGS) $(XLA_FLAGS))"
 
 .PHONY: all env book test test-fast lint bench checkpoints clean help
 
@@ -62,10 +53,10 @@ book: env  ## execute every notebook (default profile: cpu) and build the HTML b
 	@echo "Open _build/html/index.html"
 
 test: env  ## the test suite, the notebooks at the smoke profile, and the built book's checks
-	$(TEST_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) --durations 15 tests
+	XMODALITY_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) --durations 15 tests
 
 test-fast: env  ## unit tests only (no notebooks, no book build)
-	$(TEST_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) -m "not book" tests
+	XMODALITY_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) -m "not book" tests
 
 lint: env  ## ruff
 	$(BIN)/ruff check xmodality_lite tests benchmarks
