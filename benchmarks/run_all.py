@@ -431,7 +431,7 @@ def _model_build(r: dict) -> list[str]:
                    "compiles", "compile s", "parameters bit for bit equal"], body)
     if not r.get("abstract"):
         return out
-    out += ["", "The same model with shapes only, at the paper size (what `count_params`, "
+    out += ["The same model with shapes only, at the paper size (what `count_params`, "
             "`model_flops` and `load_model` start from): `flax.nnx.eval_shape` against the "
             "package's `models.eval_shape`, which traces the same constructor without building "
             "the origin message of every `tracer.sharding` error that flax's RNG counters raise "

@@ -68,9 +68,9 @@ def _tracer_errors_without_origin() -> Iterator[None]:
     # While tracing, `tracer.sharding` raises an AttributeError whose message JAX (0.10) builds
     # by walking back through every equation traced so far (DynamicJaxprTracer._origin_msg), and
     # flax probes `.sharding` each time an RNG stream's counter is updated, i.e. for every
-    # parameter drawn. Tracing a constructor is therefore quadratic in its parameter count:
-    # DiT-L/16 5.2 s, U-ViT 7.5 s, of which all but ~1.5 s builds messages nobody reads
-    # (benchmarks/RESULTS.md §12). Only the message goes: the error is still raised and caught.
+    # parameter drawn. Tracing a constructor is therefore quadratic in its number of parameter
+    # tensors, and at the paper size 2.5-5× slower than it need be (benchmarks/RESULTS.md §12).
+    # Only the message goes: the error is still raised, and caught by flax.
     from jax._src.interpreters import partial_eval
 
     tracer = getattr(partial_eval, "DynamicJaxprTracer", None)
