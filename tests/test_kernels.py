@@ -257,6 +257,38 @@ def test_xla_mode_never_runs_ours_and_a_bad_mode_is_named(monkeypatch):
         attention.dot_product_attention(x, x, x)
 
 
+def test_fixed_kernel_overrides_mode_and_table_inside_the_block_only(table, monkeypatch):
+    shape = (4, 64, 2, 8)
+    monkeypatch.setenv(attention.ENV_VAR, "ours")
+    with attention.fixed_kernel("xla"):
+        assert attention.kernel_for(shape) == "xla"
+        with attention.fixed_kernel("ours"):
+            assert attention.kernel_for(shape) == "ours"
+        assert attention.kernel_for(shape) == "xla"
+    assert attention.kernel_for(shape) == "ours"  # the environment's again
+    monkeypatch.setenv(attention.ENV_VAR, "auto")
+    with attention.fixed_kernel("ours"):
+        assert attention.kernel_for(shape) == "ours" and table.calls == []  # nothing measured
+    with pytest.raises(ValueError, match="'ours' or 'xla'; got 'auto'"):
+        with attention.fixed_kernel("auto"):
+            pass
+
+
+def test_model_flops_counts_xlas_attention_and_times_nothing(table):
+    """A FLOP count is the same on every machine: no shape is measured to choose a kernel."""
+    from xmodality_lite.models import abstract_model, model_flops
+
+    table.timings = {"ours": 1.0, "xla": 9.0}  # auto would choose ours at DiT's 64 tokens
+    flops = model_flops("dit", "smoke")
+    assert table.calls == []
+    with attention.fixed_kernel("xla"):
+        graphdef, state = nnx.split(abstract_model("dit", "smoke"))
+        x = jax.ShapeDtypeStruct((1, 32, 32, 1), jnp.float32)
+        lowered = jax.jit(lambda s, a, b, c: nnx.merge(graphdef, s)(a, b, c)).lower(
+            state, x, x, jax.ShapeDtypeStruct((1,), jnp.float32))
+    assert flops == lowered.cost_analysis()["flops"]
+
+
 def test_choice_needs_ours_faster_by_the_margin():
     assert attention.choose({"ours": 1.0, "xla": attention.MARGIN}) == "ours"
     assert attention.choose({"ours": 1.0, "xla": 0.99 * attention.MARGIN}) == "xla"

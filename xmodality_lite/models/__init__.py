@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from xmodality_lite.config import Profile, get_profile
+from xmodality_lite.models import attention
 from xmodality_lite.models.adm import ADM, ADM_SIZES
 from xmodality_lite.models.dit import DIT_SIZES, DiT
 from xmodality_lite.models.layers import Variant
@@ -123,7 +124,9 @@ def model_flops(name: str, profile: str | Profile, batch: int = 1, *,
 
     Lowered from abstract shapes, so no paper-size weights are allocated. The count is XLA's
     cost analysis of the lowered (pre-optimisation) module: within 0.1 % of the compiled one
-    for all four models, and without a compile that takes seconds at paper size.
+    for all four models, and without a compile that takes seconds at paper size. Attention is
+    counted with XLA's kernel (``attention.fixed_kernel``), so the count is the same on every
+    machine and no attention shape is timed to choose a kernel for a program that never runs.
     """
     profile = get_profile(profile)
     graphdef, state = nnx.split(abstract_model(name, profile, variant=variant))
@@ -134,7 +137,9 @@ def model_flops(name: str, profile: str | Profile, batch: int = 1, *,
     def forward(state, x, cond, logsnr):
         return nnx.merge(graphdef, state)(x, cond, logsnr)
 
-    return float(jax.jit(forward).lower(state, image, image, logsnr).cost_analysis()["flops"])
+    with attention.fixed_kernel("xla"):
+        lowered = jax.jit(forward).lower(state, image, image, logsnr)
+    return float(lowered.cost_analysis()["flops"])
 
 
 # The authors' released weights (models/published.py). Loaded on first use: published.py

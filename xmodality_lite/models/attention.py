@@ -34,6 +34,7 @@ our kernel does not.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -53,6 +54,8 @@ ENV_VAR = "XMODALITY_ATTENTION"
 MODES = ("auto", "ours", "xla")
 Kernel = Literal["ours", "xla"]
 _CHOSEN: dict[str, Kernel] = {}  # this process's choices, by table key
+_FIXED: contextvars.ContextVar[Kernel | None] = contextvars.ContextVar("attention_kernel",
+                                                                      default=None)
 
 
 @jax.custom_vjp
@@ -165,10 +168,26 @@ def _read(path: Path) -> dict:
         return {}
 
 
+@contextlib.contextmanager
+def fixed_kernel(kernel: Kernel) -> Iterator[None]:
+    """Attention traced inside this block runs ``kernel`` at every shape, nothing measured:
+    what ``$XMODALITY_ATTENTION`` does for a whole process, for one block of code (and it
+    takes precedence over it). ``models.model_flops`` counts with XLA's kernel this way."""
+    if kernel not in ("ours", "xla"):
+        raise ValueError(f"kernel must be 'ours' or 'xla'; got {kernel!r}")
+    token = _FIXED.set(kernel)
+    try:
+        yield
+    finally:
+        _FIXED.reset(token)
+
+
 def kernel_for(shape: tuple[int, ...], dtype=jnp.float32) -> Kernel:
     """Which kernel :func:`dot_product_attention` runs at ``shape`` [B, T, heads, d] (see above)."""
     if jax.default_backend() != "cpu" or shape[1] < MIN_TOKENS:
         return "xla"
+    if _FIXED.get() is not None:
+        return _FIXED.get()
     mode = attention_mode()
     if mode != "auto":
         return mode  # type: ignore[return-value]
