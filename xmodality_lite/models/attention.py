@@ -42,7 +42,7 @@ import platform
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -173,7 +173,7 @@ def fixed_kernel(kernel: Kernel) -> Iterator[None]:
     """Attention traced inside this block runs ``kernel`` at every shape, nothing measured:
     what ``$XMODALITY_ATTENTION`` does for a whole process, for one block of code (and it
     takes precedence over it). ``models.model_flops`` counts with XLA's kernel this way."""
-    if kernel not in ("ours", "xla"):
+    if kernel not in get_args(Kernel):
         raise ValueError(f"kernel must be 'ours' or 'xla'; got {kernel!r}")
     token = _FIXED.set(kernel)
     try:
@@ -186,8 +186,8 @@ def kernel_for(shape: tuple[int, ...], dtype=jnp.float32) -> Kernel:
     """Which kernel :func:`dot_product_attention` runs at ``shape`` [B, T, heads, d] (see above)."""
     if jax.default_backend() != "cpu" or shape[1] < MIN_TOKENS:
         return "xla"
-    if _FIXED.get() is not None:
-        return _FIXED.get()
+    if (fixed := _FIXED.get()) is not None:
+        return fixed
     mode = attention_mode()
     if mode != "auto":
         return mode  # type: ignore[return-value]
