@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _tiny import normal, uniform
 from flax import nnx
 from scipy.special import expit
 
@@ -18,7 +19,7 @@ diffusion_loss = jax.jit(diff.diffusion_loss, static_argnums=0)
 
 def _x0(shape=(2, 8, 8, 1), seed=1):
     # inside (-1, 1) so that the sampler's clipping never touches the true data
-    return jax.random.uniform(jax.random.key(seed), shape, minval=-0.9, maxval=0.9)
+    return uniform(seed, shape, -0.9, 0.9)
 
 
 def _oracle(z_t, x0, logsnr):
@@ -100,10 +101,9 @@ def test_get_schedule_binds_and_caches():
 
 # ------------------------------------------------------------------------------ parametrisation
 def test_conversions_invert_forward_process():
-    k1, k2, k3 = jax.random.split(KEY, 3)
-    x0 = jax.random.uniform(k1, (16, 4, 4, 1), minval=-1.0, maxval=1.0)
-    eps = jax.random.normal(k2, x0.shape)
-    logsnr = jax.random.uniform(k3, (16,), minval=-15.0, maxval=15.0)
+    x0 = uniform(1, (16, 4, 4, 1), -1.0, 1.0)
+    eps = normal(2, x0.shape)
+    logsnr = uniform(3, (16,), -15.0, 15.0)
     z_t, v = diff.q_sample(x0, eps, logsnr), diff.v_target(x0, eps, logsnr)
     # x0 = α z − σ v and ε = σ z + α v exactly; float32 rounding with |z|, |v| ≲ 5
     np.testing.assert_allclose(diff.x0_from_v(z_t, v, logsnr), x0, atol=1e-5)
@@ -152,7 +152,7 @@ def test_diffusion_loss_bfloat16_and_regression_loss():
 @pytest.mark.parametrize(("t", "s"), [(1.0, 0.99), (0.6, 0.5), (0.05, 0.0)])
 def test_ddpm_posterior_matches_gaussian_posterior(t, s):
     x0 = _x0((2, 4, 4, 1))
-    z_t = jax.random.normal(KEY, x0.shape)
+    z_t = normal(0, x0.shape)
     logsnr_t = jnp.full((2,), diff.logsnr_cosine(t))
     logsnr_s = jnp.full((2,), diff.logsnr_cosine(s))
     x0_hat = diff.x0_from_v(z_t, _oracle(z_t, x0, logsnr_t), logsnr_t)

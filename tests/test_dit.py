@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _layout import published_layout
-from _tiny import adam_losses
+from _tiny import adam_losses, normal, uniform
 from flax import nnx
 from test_transformer import param_shapes
 
@@ -28,10 +28,9 @@ def forward(model: DiT, x_t, cond, logsnr) -> jax.Array:
 
 
 def inputs(size: str, batch: int = 2, seed: int = 0):
-    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
     shape = (batch, IMAGE[size], IMAGE[size], 1)
-    return (jax.random.normal(k1, shape), jax.random.uniform(k2, shape, minval=-1, maxval=1),
-            jax.random.uniform(k3, (batch,), minval=-15, maxval=15))
+    return (normal(seed, shape), uniform([seed, 1], shape, -1, 1),
+            uniform([seed, 2], (batch,), -15, 15))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _tiny import normal
 from flax import nnx
 
 from xmodality_lite.models import attention, convolution
@@ -27,10 +28,6 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 
 def lax_conv(x, w, padding="SAME", strides=(1, 1)):
     return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
-
-
-def normal(seed, shape, dtype=jnp.float32):
-    return jax.random.normal(jax.random.key(seed), shape, dtype)
 
 
 def rel_err(a, b):

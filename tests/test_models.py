@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _tiny import adam_losses
+from _tiny import adam_losses, normal, uniform
 from flax import nnx
 
 from xmodality_lite.config import get_profile
@@ -31,10 +31,9 @@ forward = nnx.jit(lambda model, *args: model(*args))  # one compile instead of o
 
 
 def inputs(size: int, batch: int = 2, seed: int = 0):
-    kx, kc, kl = jax.random.split(jax.random.key(seed), 3)
-    x = jax.random.normal(kx, (batch, size, size, 1))
-    cond = jax.random.uniform(kc, (batch, size, size, 1), minval=-1, maxval=1)
-    return x, cond, jax.random.uniform(kl, (batch,), minval=-15, maxval=15)
+    shape = (batch, size, size, 1)
+    return (normal(seed, shape), uniform([seed, 1], shape, -1, 1),
+            uniform([seed, 2], (batch,), -15, 15))
 
 
 # --- shapes and sizes -------------------------------------------------------------------------
@@ -144,21 +143,21 @@ def test_row_attention_matches_flax_attention_applied_to_nhwc():
         bias = rng.normal(size=getattr(attn, f"{p}_bias").shape).astype(np.float32)
         getattr(attn, f"{p}_bias")[...] = bias
         getattr(ref, p).bias[...] = bias
-    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
+    x = normal(0, (2, 8, 8, 16))
     # Flax attention on a 4-D tensor batches over H (facts §1): the published behaviour.
     np.testing.assert_allclose(attn(x), x + ref(attn.norm(x)), atol=1e-5)
 
 
 def test_row_attention_mixes_only_within_a_row():
     attn = RowAttention(16, 4, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 16))
+    x = normal(0, (1, 8, 8, 16))
     dx = jnp.zeros_like(x).at[:, 3, 5].set(1.0)  # perturb one pixel of row 3
     changed = jnp.any(jnp.abs(attn(x + dx) - attn(x)) > 1e-6, axis=(0, 3))  # [H, W]
     assert bool(changed[3].all()) and not bool(changed.at[3].set(False).any())
 
 
 def test_resnet_block_without_residual_is_the_two_conv_blocks():
-    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 16))
+    x = normal(0, (1, 8, 8, 16))
     with_res = ResNetBlock(16, 16, residual=True, rngs=nnx.Rngs(0))
     without = ResNetBlock(16, 16, residual=False, rngs=nnx.Rngs(0))
     np.testing.assert_allclose(with_res(x) - without(x), x, atol=1e-5)
@@ -190,10 +189,9 @@ def test_corrected_variant_is_larger_and_computes_differently(name):
 def test_published_decoder_ignores_the_highest_resolution_skips(variant, reads_first_skip):
     dec = Decoder(8, (1, 2, 4), blocks=2, heads=4, time_dim=None, norm_kind="rms", groups=0,
                   variant=variant, dtype=jnp.float32, rngs=nnx.Rngs(0))
-    key = jax.random.split(jax.random.key(0), 7)
     shapes = [(16, 8), (16, 8), (8, 16), (8, 16), (4, 32), (4, 32)]  # encoder pushes
-    skips = [jax.random.normal(k, (1, s, s, c)) for k, (s, c) in zip(key, shapes, strict=False)]
-    x = jax.random.normal(key[6], (1, 4, 4, 32))
+    skips = [normal(i, (1, s, s, c)) for i, (s, c) in enumerate(shapes)]
+    x = normal(6, (1, 4, 4, 32))
     moved = [skips[0] + 1.0, skips[1] - 1.0, *skips[2:]]
     assert (not np.allclose(dec(x, skips), dec(x, moved))) == reads_first_skip
 

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _layout import published_layout
+from _tiny import normal
 from flax import nnx
 
 from xmodality_lite.models.layers import MultiHeadSelfAttention
@@ -43,9 +44,9 @@ def test_swiglu_matches_closed_form():
     mlp = SwiGLU(8, 12, time_dim=6, rngs=nnx.Rngs(0))
     # Non-zero biases so that a swapped bias would show.
     for lin in (mlp.time_proj, mlp.gate, mlp.value, mlp.out):
-        lin.bias.value = jax.random.normal(jax.random.key(1), lin.bias.shape)
-    x = jax.random.normal(jax.random.key(2), (2, 5, 8))
-    t = jax.random.normal(jax.random.key(3), (2, 6))
+        lin.bias.value = normal(1, lin.bias.shape)
+    x = normal(2, (2, 5, 8))
+    t = normal(3, (2, 6))
 
     def dense(lin, v):
         return v @ lin.kernel.value + lin.bias.value
@@ -64,13 +65,13 @@ def test_attention_matches_flax_reference():
     for name in ("query", "key", "value", "out"):
         for w in ("kernel", "bias"):
             getattr(getattr(ref, name), w).value = getattr(getattr(ours, name), w).value
-    x = jax.random.normal(jax.random.key(0), (2, 7, 16))
+    x = normal(0, (2, 7, 16))
     np.testing.assert_allclose(ours(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
 def test_attention_is_permutation_equivariant():
     attn = MultiHeadSelfAttention(16, 4, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(0), (1, 9, 16))
+    x = normal(0, (1, 9, 16))
     perm = np.random.default_rng(0).permutation(9)
     np.testing.assert_allclose(attn(x)[:, perm], attn(x[:, perm]), rtol=1e-5, atol=1e-5)
 
