@@ -1,10 +1,12 @@
-"""Building a model in a fresh process: the conv kernels drawn at rank 4 (before) or rank 3.
+"""Building a model in a fresh process: its kernels drawn at their own shape, at rank 3, or flat.
 
 A model is built eagerly, one small XLA program per initialiser and parameter shape, and with no
 compilation cache (a first lesson in Colab, a fresh clone's first test) each is compiled. Per
-model and profile, fresh worker processes alternate ``rank4`` (``models.layers.conv`` with
-flax's ``glorot_uniform`` drawing [k, k, C_in, C_out] directly, as before) and ``rank3`` (the
-package: :func:`xmodality_lite.models.layers.drawn_as_rank3`), with ``XMODALITY_JAX_CACHE=0``.
+model and profile, fresh worker processes alternate three ways of drawing the glorot-uniform
+kernels, with ``XMODALITY_JAX_CACHE=0``: ``flax`` (flax's ``glorot_uniform`` at every kernel's
+own shape, as the package first did), ``rank3`` (conv kernels drawn as [k·k, C_in, C_out] and
+reshaped, the rest as ``flax``: the package until this benchmark's third way) and ``flat`` (the
+package: :func:`xmodality_lite.models.layers.glorot`, every kernel drawn as one flat vector).
 Reported: the build's wall time, JAX's count of backend compilations and their seconds, and
 whether the two builds' parameters are equal bit for bit.
 
@@ -28,7 +30,7 @@ import sys
 from benchmarks.common import load, log, run_worker, write_result
 
 MODELS = ("unet", "adm", "uvit", "dit")
-WAYS = ("rank4", "rank3")
+WAYS = ("flax", "rank3", "flat")
 ABSTRACT = ("nnx", "package")  # flax.nnx.eval_shape, xmodality_lite.models.eval_shape
 COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -41,13 +43,22 @@ def measure(name: str, profile: str, way: str) -> dict:
     import numpy as np
     from flax import nnx
 
-    from xmodality_lite.models import build_model, layers
+    from xmodality_lite.models import build_model, dit, layers, transformer
 
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, duration, **_: compiles.append(duration) if event == COMPILE else None)
-    if way == "rank4":
-        layers.drawn_as_rank3 = lambda init: init  # conv() looks it up when it builds a layer
+    if way != "flat":  # replace the package's flat draw wherever a model looks it up
+        flax_glorot = layers.flax_glorot
+
+        def rank3(key, shape, dtype=jax.numpy.float32):
+            if len(shape) < 4:
+                return flax_glorot(key, shape, dtype)
+            return flax_glorot(key, (shape[0] * shape[1], *shape[2:]), dtype).reshape(shape)
+
+        for module in (layers, dit, transformer):
+            module.glorot = rank3 if way == "rank3" and module is layers else flax_glorot
+        layers.MultiHeadSelfAttention.__init__.__kwdefaults__["kernel_init"] = flax_glorot
     jax.numpy.zeros(1).block_until_ready()  # backend start-up is not the build's
     compiles.clear()
     t0 = time.perf_counter()

@@ -10,7 +10,6 @@ of every diffusion model is the log-SNR λ. Argument names are the same everywhe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import jax
@@ -27,28 +26,32 @@ VARIANTS = ("published", "corrected")
 
 EPS = 1e-6
 # Initialisers, one per role, as the reference code sets them:
-glorot = nnx.initializers.glorot_uniform()  # kernels of every Dense, Conv and conv-stage attention
+flax_glorot = nnx.initializers.glorot_uniform()  # what `glorot` equals, bit for bit
 lecun = nnx.initializers.lecun_normal()  # flax's default, kept by DiT's attention kernels
 trunc_normal = nnx.initializers.truncated_normal(0.02)  # DiT's time MLP
 zeros = nnx.initializers.zeros_init()  # biases; adaLN-Zero modulation and DiT's head
 
 
-def drawn_as_rank3(init: Callable) -> Callable:
-    """``init`` for a [k, k, C_in, C_out] kernel, drawn as [k·k, C_in, C_out] and reshaped.
+def glorot(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """Glorot-uniform kernels (every Dense, Conv and attention kernel unless a model says
+    otherwise): flax's ``glorot_uniform`` bit for bit, drawn as one flat vector and reshaped.
 
-    The same values bit for bit (JAX's counter-based PRNG numbers elements in row-major order
-    either way) and the same fans (receptive field × channels), so the same variance. Only the
-    compilation differs: each new kernel shape is a new XLA program, and one of rank 3 compiles
-    2–3× faster than one of rank 4 on the CPU (~0.3 s against ~0.8 s for [3, 3, 32, 16]), which
-    is most of the time a model takes to build in a fresh process.
+    U(−1, 1) × √(3·variance), variance = 2 / (fan_in + fan_out), with the fans of the real
+    shape (receptive field × C_in, receptive field × C_out), computed as flax's
+    ``variance_scaling`` does; JAX's counter-based PRNG numbers the elements in row-major order
+    whatever the shape, so the values are the same. Only compilation differs: every kernel shape
+    drawn eagerly is a new XLA program, and a flat draw compiles 2–3× faster than one of rank
+    3 or 4 and is shared by every kernel with as many elements. Building a smoke ADM in a fresh
+    process (no compilation cache) took 11.0 s with the draws at rank 3, 5.2 s flat.
     """
-
-    def draw(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-        if len(shape) <= 3:
-            return init(key, shape, dtype)
-        return init(key, (math.prod(shape[:-2]), *shape[-2:]), dtype).reshape(shape)
-
-    return draw
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < 2:
+        raise ValueError(f"glorot needs a kernel of rank >= 2; got shape {shape}")
+    receptive = math.prod(shape[:-2])
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    variance = jnp.array(1.0 / ((fan_in + fan_out) / 2), dtype=dtype)
+    u = jax.random.uniform(key, (math.prod(shape),), dtype, -1)
+    return (u * jnp.sqrt(3 * variance).astype(dtype)).reshape(shape)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -68,7 +71,7 @@ def conv(n_in: int, n_out: int, size: int, *, dtype, rngs: nnx.Rngs) -> nnx.Conv
     ``vjp``); forward mode (``jvp``, ``jacfwd``) through such a layer raises. Other backends
     and small layers run ``lax.conv_general_dilated`` with all of JAX's autodiff.
     """
-    return nnx.Conv(n_in, n_out, (size, size), padding="SAME", kernel_init=drawn_as_rank3(glorot),
+    return nnx.Conv(n_in, n_out, (size, size), padding="SAME", kernel_init=glorot,
                     bias_init=zeros, dtype=dtype, rngs=rngs,
                     conv_general_dilated=conv_general_dilated)
 
