@@ -41,8 +41,8 @@ def glorot(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     ``variance_scaling`` does; JAX's counter-based PRNG numbers the elements in row-major order
     whatever the shape, so the values are the same. Only compilation differs: every kernel shape
     drawn eagerly is a new XLA program, and a flat draw compiles 2–3× faster than one of rank
-    3 or 4 and is shared by every kernel with as many elements. Building a smoke ADM in a fresh
-    process (no compilation cache) took 11.0 s with the draws at rank 3, 5.2 s flat.
+    3 or 4 and is shared by every kernel with as many elements: a smoke ADM builds in a fresh
+    process (no compilation cache) in 4.9 s instead of 10.7 s (benchmarks/RESULTS.md §12).
     """
     shape = tuple(int(n) for n in shape)
     if len(shape) < 2:
