@@ -179,7 +179,7 @@ def test_ddpm_step_draws_from_posterior():
     np.testing.assert_allclose(last, mean, rtol=1e-6)  # no noise on the final step
 
 
-@pytest.mark.parametrize("steps", [1, 3, 20])
+@pytest.mark.parametrize("steps", [1, 3, 20, diff.samplers.GRID_LENGTH + 1])  # last: a longer grid
 def test_ddim_oracle_recovers_x0(steps):
     x0 = _x0()
     # default schedule: DDIM keeps z_t = α_t x0 + σ_t ε for the initial ε, so it ends at
@@ -264,6 +264,78 @@ def test_nnx_module_path_compiles_once():
     pure_fn, state = diff.functional(model)
     logsnr = jnp.zeros((2,))
     np.testing.assert_allclose(pure_fn(state, cond, cond, logsnr), model(cond, cond, logsnr))
+
+
+def _scan_sample(model, cond, key, steps, sampler):
+    """The sampler written as one ``lax.scan`` over the steps: the independent reference."""
+    step_fn = diff.get_sampler(sampler)
+    logsnr = diff.logsnr_cosine(jnp.linspace(1.0, 0.0, steps + 1))
+    key_init, key_steps = jax.random.split(key)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def run(state):
+        def body(z_t, xs):
+            lam_t, lam_s, k, last = xs
+            lam_t, lam_s = jnp.full((cond.shape[0],), lam_t), jnp.full((cond.shape[0],), lam_s)
+            v_hat = nnx.merge(graphdef, state)(z_t, cond, lam_t)
+            x0_hat = jnp.clip(diff.x0_from_v(z_t, v_hat, lam_t), -1.0, 1.0)
+            z_s = step_fn(z_t, x0_hat, lam_t, lam_s, k, last)
+            return z_s, (z_s, x0_hat)
+
+        z_1 = jax.random.normal(key_init, cond.shape, jnp.float32)
+        xs = (logsnr[:-1], logsnr[1:], jax.random.split(key_steps, steps),
+              jnp.arange(steps) == steps - 1)
+        z_0, (zs, x0s) = jax.lax.scan(body, z_1, xs)
+        return jnp.clip(z_0, -1.0, 1.0), jnp.concatenate([z_1[None], zs]), x0s
+
+    return run(state)
+
+
+@pytest.mark.parametrize("name", list(diff.SAMPLERS))
+def test_loop_and_trajectory_equal_a_scan_over_the_steps(name):
+    """Same grid, keys and steps as one scan, for the loop (the sample) and the step-by-step
+    path (the trajectory). XLA may fuse a scan's body, a fori_loop's body and a standalone step
+    differently, so float32 rounding may differ (1.5e-7 here; the shipped models at the smoke
+    profile: bit for bit at 3 steps, 6e-8 at 1 step): a wrong key or λ would move it by ~1."""
+    model = _TinyDenoiser(rngs=nnx.Rngs(0))
+    cond = _x0((2, 8, 8, 1))
+    for steps in (1, 2, 5):
+        want, want_z, want_x0 = _scan_sample(model, cond, KEY, steps, name)
+        got = diff.sample(name, model, cond, KEY, steps=steps)
+        end, path = diff.sample(name, model, cond, KEY, steps=steps, return_trajectory=True)
+        for a, b in ((got, want), (end, want), (path.z, want_z), (path.x0_hat, want_x0)):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_one_compiled_loop_serves_every_step_count():
+    model = _TinyDenoiser(rngs=nnx.Rngs(0))
+    cond = _x0((3, 8, 8, 1))
+    _TinyDenoiser.traces = 0
+    diff.ddpm_sample(model, cond, KEY, steps=2)
+    traced = _TinyDenoiser.traces
+    assert traced >= 1
+    for steps in (7, 1, diff.samplers.GRID_LENGTH):
+        diff.ddpm_sample(model, cond, KEY, steps=steps)
+    assert _TinyDenoiser.traces == traced  # the model was not traced again
+    diff.ddpm_sample(model, cond, KEY, steps=3, return_trajectory=True)  # step by step
+    traced = _TinyDenoiser.traces
+    diff.ddpm_sample(model, cond, KEY, steps=5, return_trajectory=True)
+    assert _TinyDenoiser.traces == traced
+
+
+@pytest.mark.parametrize("name", list(diff.SAMPLERS))
+def test_sample_slices_is_one_chain_per_slice(name):
+    model = _TinyDenoiser(rngs=nnx.Rngs(2))
+    cond = _x0((3, 8, 8, 1), seed=4)
+    keys = jax.random.split(KEY, 3)
+    got = diff.sample_slices(name, model, cond, keys, steps=3)
+    assert got.shape == cond.shape
+    for i in range(3):  # batched with others or alone: the same chain
+        alone = diff.sample(name, model, cond[i:i + 1], keys[i], steps=3)[0]
+        np.testing.assert_allclose(got[i], alone, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"keys must be one key per slice, shape \(3,\)"):
+        diff.sample_slices(name, model, cond, keys[:2], steps=3)
 
 
 # -------------------------------------------------------------------------------------- errors

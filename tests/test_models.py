@@ -231,6 +231,31 @@ def test_build_model_takes_the_compute_dtype_from_the_profile():
     assert {m.kind for m in (paper, abstract_model("adm", "smoke"))} == {"regression", "diffusion"}
 
 
+def test_forward_is_the_eager_call_compiled_once_per_structure():
+    from xmodality_lite.models import forward
+
+    class Counted(nnx.Module):
+        traces = 0
+
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(2, 3, kernel_size=(3, 3), rngs=rngs)
+
+        def __call__(self, x, y):
+            Counted.traces += 1
+            return jnp.tanh(self.conv(jnp.concatenate([x, y], -1)))
+
+    x, y = normal(0, (2, 8, 8, 1)), normal(1, (2, 8, 8, 1))
+    a, b = Counted(nnx.Rngs(0)), Counted(nnx.Rngs(1))
+    Counted.traces = 0
+    got = forward(a, x, y)
+    np.testing.assert_allclose(got, a(x, y), rtol=1e-6, atol=1e-6)
+    assert Counted.traces == 2  # one trace under jit, one eager call
+    other = forward(b, x, y)  # same structure, other weights: no new trace
+    assert Counted.traces == 2 and not np.allclose(other, got)
+    forward(a, x[:1], y[:1])  # a new shape traces again
+    assert Counted.traces == 3
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("shape", [(3, 3, 32, 16), (9, 9, 1, 4), (1, 1, 16, 32), (7, 7, 2, 8),
                                    (2, 5, 7), (96, 48), (16, 1)])

@@ -2,7 +2,7 @@
 
 Diffusion models sample with DDPM or DDIM (paper §3.3, §4.2); the U-Net baseline needs one
 forward pass. Slices go through in batches of a fixed size (the last one padded), so each
-(model, sampler, steps, batch size, image size) is compiled once.
+(model, sampler, batch size, image size) is compiled once, for any number of steps.
 
 Randomness: slice ``i`` draws all its noise from ``fold_in(key(seed), i)``, so a slice's
 result depends on the seed and its index only, not on the batch size or on the slices batched
@@ -12,8 +12,6 @@ size.)
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,23 +19,8 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from xmodality_lite.config import get_profile, model_kind
-from xmodality_lite.diffusion import functional, get_sampler, sample
-
-
-@partial(jax.jit, static_argnames=("pure_fn", "sampler", "steps"))
-def _sample_slices(pure_fn, state, cond, keys, *, sampler, steps):
-    """One independent chain per slice: ``sample`` vmapped over (slice, key)."""
-
-    def one(c, key):  # [H, W, 1]
-        apply = lambda z, cnd, logsnr: pure_fn(state, z, cnd, logsnr)  # noqa: E731
-        return sample(sampler, apply, c[None], key, steps=steps)[0]
-
-    return jax.vmap(one)(cond, keys)
-
-
-@partial(jax.jit, static_argnames=("graphdef",))
-def _regress(graphdef, state, tof):
-    return nnx.merge(graphdef, state)(tof).astype(jnp.float32)
+from xmodality_lite.diffusion import get_sampler, sample_slices
+from xmodality_lite.models import forward
 
 
 def translate_slices(model: nnx.Module, tof_slices, *, sampler: str | None = None,
@@ -63,8 +46,6 @@ def translate_slices(model: nnx.Module, tof_slices, *, sampler: str | None = Non
     kind = model_kind(model)
     n = len(tof)
     batch_size = max(1, min(batch_size, n))
-    graphdef, state = nnx.split(model)
-    pure_fn, _ = functional(model)
     base = jax.random.key(seed)
     out = np.empty_like(tof)
     starts = range(0, n, batch_size)
@@ -74,10 +55,9 @@ def translate_slices(model: nnx.Module, tof_slices, *, sampler: str | None = Non
         batch = np.zeros((batch_size, *tof.shape[1:]), np.float32)  # static shape: pad the tail
         batch[: hi - lo] = tof[lo:hi]
         if kind == "regression":
-            y = _regress(graphdef, state, batch)
+            y = forward(model, jnp.asarray(batch))  # one pass; `out` holds float32
         else:
             keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(lo, lo + batch_size))
-            y = _sample_slices(pure_fn, state, jnp.asarray(batch), keys, sampler=sampler,
-                               steps=steps)
+            y = sample_slices(sampler, model, jnp.asarray(batch), keys, steps=steps)
         out[lo:hi] = np.asarray(y)[: hi - lo]
     return np.clip(out, -1.0, 1.0)

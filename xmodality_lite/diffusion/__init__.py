@@ -24,6 +24,7 @@ from xmodality_lite.diffusion.samplers import (
     functional,
     get_sampler,
     sample,
+    sample_slices,
 )
 from xmodality_lite.diffusion.schedules import (
     SCHEDULES,
@@ -56,6 +57,7 @@ __all__ = [
     "q_sample",
     "regression_loss",
     "sample",
+    "sample_slices",
     "v_target",
     "x0_from_v",
 ]

@@ -1,13 +1,20 @@
-"""Ancestral (DDPM) and deterministic (DDIM) samplers on one `jax.lax.scan` driver.
+"""Ancestral (DDPM) and deterministic (DDIM) samplers on one driver.
 
 Both walk t = linspace(1, 0, steps + 1) from z_1 ~ N(0, I). Each step predicts v̂, forms
 x̂0 = α z − σ v̂ clipped to [−1, 1] (paper §3.3), and hands x̂0 to the sampler's step function,
 the only place the two samplers differ. The final sample is clipped to [−1, 1].
 
+Compilation: one loop program per (model structure, sampler, shape, dtype) serves every step
+count. The number of steps is an argument of a ``fori_loop`` and the loop reads λ and the
+per-step keys from arrays padded to ``GRID_LENGTH`` steps, so a new step count costs only a
+tiny program that draws z_1 and the keys. (A ``lax.scan`` over ``steps`` would compile the whole
+model once per step count; the loop keeps what a scan has over steps called one by one from
+Python: XLA hoists the work that does not change between steps out of the loop.) A trajectory
+is collected by calling one compiled step per step from Python.
+
 Model state: ``apply_fn`` is a plain function or a Flax NNX module. ``functional`` splits a module
-into a hashable pure function (closing over its graphdef) and its state, so the jitted driver is
-compiled once per (structure, steps, sampler, schedule, dtype/shape) and later calls, also with
-new weights, reuse it.
+into a hashable pure function (closing over its graphdef) and its state, so the loop is compiled
+once per (structure, sampler, dtype/shape) and later calls, also with new weights, reuse it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from xmodality_lite.diffusion.parametrisation import alpha_sigma, expand_logsnr, x0_from_v
@@ -128,37 +136,97 @@ class Trajectory(NamedTuple):
     x0_hat: jax.Array
 
 
-@partial(jax.jit, static_argnames=("pure_fn", "steps", "sampler", "schedule", "return_trajectory"))
-def _sample(pure_fn, state, cond, key, *, steps, sampler, schedule, return_trajectory):
-    step_fn = get_sampler(sampler)
+def _denoise(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key, is_last, *, sampler):
+    """One step from λ_t to λ_s (scalars): predict v̂ in the model's dtype, form
+    x̂0 = α z − σ v̂ clipped to [−1, 1], and take the sampler's step. Returns (z_s, x̂0)."""
     batch = cond.shape[0]
-    logsnr = schedule(jnp.linspace(1.0, 0.0, steps + 1))  # [steps + 1]
-    key_init, key_steps = jax.random.split(key)
+    logsnr_t, logsnr_s = jnp.full((batch,), logsnr_t), jnp.full((batch,), logsnr_s)
+    v_hat = pure_fn(state, z_t.astype(cond.dtype), cond, logsnr_t).astype(jnp.float32)
+    x0_hat = jnp.clip(x0_from_v(z_t, v_hat, logsnr_t), -1.0, 1.0)
+    return get_sampler(sampler)(z_t, x0_hat, logsnr_t, logsnr_s, key, is_last), x0_hat
 
-    def body(z_t, xs):
-        logsnr_t, logsnr_s, key_i, is_last = xs
-        logsnr_t, logsnr_s = jnp.full((batch,), logsnr_t), jnp.full((batch,), logsnr_s)
-        # 1. predict v in the model's dtype; 2. x̂0 = α z − σ v̂, clipped to [−1, 1]
-        v_hat = pure_fn(state, z_t.astype(cond.dtype), cond, logsnr_t).astype(jnp.float32)
-        x0_hat = jnp.clip(x0_from_v(z_t, v_hat, logsnr_t), -1.0, 1.0)
-        # 3. the sampler's step from λ_t to λ_s
-        z_s = step_fn(z_t, x0_hat, logsnr_t, logsnr_s, key_i, is_last)
-        return z_s, ((z_s, x0_hat) if return_trajectory else None)
 
-    # the state z is carried in float32 whatever the model's dtype
-    z_1 = jax.random.normal(key_init, cond.shape, jnp.float32)
-    xs = (
-        logsnr[:-1],
-        logsnr[1:],
-        jax.random.split(key_steps, steps),
-        jnp.arange(steps) == steps - 1,
-    )
-    z_0, path = jax.lax.scan(body, z_1, xs)
-    x = jnp.clip(z_0, -1.0, 1.0).astype(cond.dtype)
+# One loop program serves every step count up to its grid length: λ and the keys are padded to it.
+GRID_LENGTH = 1024
+
+
+def _grid_length(steps: int) -> int:
+    return max(GRID_LENGTH, 1 << (steps - 1).bit_length())
+
+
+@partial(jax.jit, static_argnames=("shape", "steps", "length", "schedule", "per_key"))
+def _start(key, *, shape, steps, length, schedule, per_key):
+    """λ on t = linspace(1, 0, steps + 1), z_1 ~ N(0, I) in float32, and one key per step as raw
+    key data, λ and the keys padded to ``length`` steps; with ``per_key`` one z_1 of ``shape``
+    and one set of keys per key."""
+
+    def chain(k):
+        key_init, key_steps = jax.random.split(k)
+        z_1 = jax.random.normal(key_init, shape, jnp.float32)
+        data = jax.random.key_data(jax.random.split(key_steps, steps))
+        return z_1, jnp.pad(data, ((0, length - steps), (0, 0)))
+
+    z_1, key_data = jax.vmap(chain)(key) if per_key else chain(key)
+    logsnr = schedule(jnp.linspace(1.0, 0.0, steps + 1))
+    return jnp.pad(logsnr, (0, length - steps)), z_1, key_data
+
+
+def _one_step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, *, sampler, impl,
+              per_key):
+    def one(z, c, data):
+        key = jax.random.wrap_key_data(data, impl=impl)
+        return _denoise(pure_fn, state, z, c, logsnr_t, logsnr_s, key, is_last, sampler=sampler)
+
+    if per_key:  # z_t [B, 1, H, W, C], cond [B, H, W, C]: one chain of batch 1 per row
+        return jax.vmap(lambda z, c, data: one(z, c[None], data))(z_t, cond, key_data)
+    return one(z_t, cond, key_data)
+
+
+def _clip(z_0, dtype, per_key):
+    return jnp.clip(z_0[:, 0] if per_key else z_0, -1.0, 1.0).astype(dtype)
+
+
+@partial(jax.jit, static_argnames=("pure_fn", "sampler", "impl", "per_key"))
+def _loop(pure_fn, state, z_1, cond, logsnr, key_data, steps, *, sampler, impl, per_key):
+    """``steps`` (an argument) steps in one compiled loop over the padded λ and keys: one
+    program for every step count up to the grid's length."""
+
+    def body(i, z_t):
+        data = key_data[:, i] if per_key else key_data[i]
+        return _one_step(pure_fn, state, z_t, cond, logsnr[i], logsnr[i + 1], data,
+                         i == steps - 1, sampler=sampler, impl=impl, per_key=per_key)[0]
+
+    return _clip(jax.lax.fori_loop(0, steps, body, z_1), cond.dtype, per_key)
+
+
+@partial(jax.jit, static_argnames=("pure_fn", "sampler", "impl", "per_key"))
+def _step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, *, sampler, impl,
+          per_key):
+    """One compiled step, walked from Python when the trajectory is kept."""
+    return _one_step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last,
+                     sampler=sampler, impl=impl, per_key=per_key)
+
+
+def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False,
+           return_trajectory=False):
+    """Sample with the loop program, or step by step for a trajectory; see :func:`sample`."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):  # a raw uint32 key (PRNGKey)
+        key = jax.random.wrap_key_data(key)
+    shape = (1, *cond.shape[1:]) if per_key else tuple(cond.shape)
+    logsnr, z_t, key_data = _start(key, shape=shape, steps=steps, length=_grid_length(steps),
+                                   schedule=schedule, per_key=per_key)
+    static = {"sampler": sampler, "impl": str(jax.random.key_impl(key)), "per_key": per_key}
     if not return_trajectory:
-        return x
-    z_path = jnp.concatenate([z_1[None], path[0]]).astype(cond.dtype)
-    return x, Trajectory(z=z_path, x0_hat=path[1].astype(cond.dtype))
+        return _loop(pure_fn, state, z_t, cond, logsnr, key_data, np.int32(steps), **static)
+    logsnr, key_data = np.asarray(logsnr), np.asarray(key_data)  # trajectories: sample() only
+    path = [(z_t, None)]
+    for i in range(steps):
+        z_t, x0_hat = _step(pure_fn, state, z_t, cond, logsnr[i], logsnr[i + 1], key_data[i],
+                            np.bool_(i == steps - 1), **static)
+        path.append((z_t, x0_hat))
+    z, x0 = (np.stack([np.asarray(p[j]) for p in path[j:]]).astype(cond.dtype) for j in (0, 1))
+    x = jnp.asarray(np.clip(z[-1], -1.0, 1.0))
+    return x, Trajectory(z=jnp.asarray(z), x0_hat=jnp.asarray(x0))
 
 
 def sample(
@@ -175,10 +243,38 @@ def sample(
 
     ``steps`` model calls on t = linspace(1, 0, steps + 1) under ``schedule``; the same key gives
     the same sample. With ``return_trajectory`` also returns a :class:`Trajectory`. Compilations
-    are reused per (model structure, steps, sampler, schedule, shape, dtype): pass an NNX module
+    are reused per (model structure, sampler, shape, dtype), whatever ``steps``: pass an NNX module
     or one stable function (a fresh lambda per call recompiles) and a stable schedule
     (``get_schedule`` returns the same object for the same arguments).
     """
+    _check(name, steps, cond)
+    pure_fn, state = functional(apply_fn)
+    return _drive(pure_fn, state, cond, key, steps=steps, sampler=name, schedule=schedule,
+                  return_trajectory=return_trajectory)
+
+
+def sample_slices(
+    name: str,
+    apply_fn: ApplyFn | nnx.Module,
+    cond: jax.Array,  # [B, H, W, C] condition (TOF) in [-1, 1]
+    keys: jax.Array,  # [B] keys, one per slice
+    *,
+    steps: int,
+    schedule: Schedule = logsnr_cosine,
+) -> jax.Array:
+    """One independent chain per slice: row i equals ``sample(name, apply_fn, cond[i:i+1],
+    keys[i], ...)[0]``, all rows in one batch. A slice's sample depends on its key only, not on
+    the slices batched with it (:func:`xmodality_lite.translate_slices`)."""
+    _check(name, steps, cond)
+    if jnp.shape(keys) != (cond.shape[0],):
+        raise ValueError(f"keys must be one key per slice, shape ({cond.shape[0]},); "
+                         f"got {tuple(jnp.shape(keys))}")
+    pure_fn, state = functional(apply_fn)
+    return _drive(pure_fn, state, cond, keys, steps=steps, sampler=name, schedule=schedule,
+                  per_key=True)
+
+
+def _check(name: str, steps, cond) -> None:
     get_sampler(name)  # fail before tracing
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
@@ -186,17 +282,6 @@ def sample(
         raise ValueError(f"cond must be NHWC [B, H, W, C]; got shape {tuple(jnp.shape(cond))}")
     if not jnp.issubdtype(cond.dtype, jnp.floating):
         raise ValueError(f"cond must be a floating-point array; got dtype {cond.dtype}")
-    pure_fn, state = functional(apply_fn)
-    return _sample(
-        pure_fn,
-        state,
-        cond,
-        key,
-        steps=steps,
-        sampler=name,
-        schedule=schedule,
-        return_trajectory=return_trajectory,
-    )
 
 
 def ddpm_sample(apply_fn: ApplyFn | nnx.Module, cond: jax.Array, key: jax.Array, *, steps: int,
