@@ -17,15 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import ROOT, fastest_s, gemm_gflops, load, log, time_call, write_result
+from benchmarks.common import (
+    ROOT,
+    extract_package,
+    fastest_s,
+    gemm_gflops,
+    load,
+    log,
+    run_side,
+    time_call,
+    write_result,
+)
 from xmodality_lite.models import MODELS as ARCHITECTURES
 
 MODELS = tuple(ARCHITECTURES)
@@ -209,27 +216,7 @@ def _ceilings_and_kernels(repeats: int) -> dict:
 
 
 def _run_side(package_root: Path, *args: str) -> dict:
-    """``--worker ARGS`` in a fresh process importing ``xmodality_lite`` from ``package_root``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), str(ROOT)]),
-           "XMODALITY_JAX_CACHE": "0"}  # compile both sides alike: from scratch
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_cpu_profile", "--worker",
-                           *args], cwd=package_root, env=env, text=True,
-                          stdout=subprocess.PIPE)  # -m puts the cwd first on sys.path
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode or not lines:
-        raise RuntimeError(f"worker {args} on {package_root} exited with {proc.returncode}")
-    return json.loads(lines[-1])
-
-
-def _extract(rev: str, into: Path) -> Path:
-    """The package at ``rev`` (``git archive``) under ``into``."""
-    archive = subprocess.run(["git", "archive", "--format=tar", rev, "xmodality_lite"], cwd=ROOT,
-                             check=True, capture_output=True).stdout
-    tar = into / "package.tar"
-    tar.write_bytes(archive)
-    with tarfile.open(tar) as t:
-        t.extractall(into, filter="data")
-    return into
+    return run_side("benchmarks.bench_cpu_profile", package_root, *args)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -256,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
                                   check=True, text=True, capture_output=True).stdout.strip()
     sides = {}
     with tempfile.TemporaryDirectory() as tmp:
-        roots = {"before": _extract(args.baseline, Path(tmp)), "after": ROOT}
+        roots = {"before": extract_package(args.baseline, Path(tmp)), "after": ROOT}
         log(f"[cpu_profile] ceilings (after: {ROOT})")
         ceilings = _run_side(ROOT, "ceilings", str(args.repeats))
         operations = {side: _run_side(root, "operations", str(args.repeats))

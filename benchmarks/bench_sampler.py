@@ -1,9 +1,10 @@
 """Sampler efficiency: sampling time ÷ (steps × one network forward at the same batch).
 
-1.0 means the ``lax.scan`` driver adds nothing to the network's own cost; the target is ≤ 1.05.
-Measured for DDPM and DDIM at 16 and 32 steps on the ``cpu``-profile diffusion models (random
-weights: the cost does not depend on them), two ways: ``diffusion.sample`` on a batch, and
-``translation.translate_slices`` (one vmapped chain per slice, the volume pipeline's path).
+1.0 means the driver (one compiled loop, its step count an argument) adds nothing to the
+network's own cost; the target is ≤ 1.05. Measured for DDPM and DDIM at 16 and 32 steps on the
+``cpu``-profile diffusion models (random weights: the cost does not depend on them), two ways:
+``diffusion.sample`` on a batch, and ``translation.translate_slices`` (one vmapped chain per
+slice, the volume pipeline's path).
 
     python -m benchmarks.bench_sampler [--quick]
 """

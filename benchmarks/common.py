@@ -16,6 +16,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -189,6 +190,32 @@ def run_worker(module: str, *args: str, timeout: float | None = None) -> dict[st
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         return {"error": f"worker exited with {proc.returncode} (its stderr is above)"}
+    return json.loads(lines[-1])
+
+
+def extract_package(rev: str, into: Path) -> Path:
+    """The package ``xmodality_lite`` at git revision ``rev`` (``git archive``) under ``into``."""
+    archive = subprocess.run(["git", "archive", "--format=tar", rev, "xmodality_lite"], cwd=ROOT,
+                             check=True, capture_output=True).stdout
+    tar = into / "package.tar"
+    tar.write_bytes(archive)
+    with tarfile.open(tar) as t:
+        t.extractall(into, filter="data")
+    return into
+
+
+def run_side(module: str, package_root: Path, *args: str) -> dict[str, Any]:
+    """``python -m <module> --worker ARGS`` in a fresh process importing ``xmodality_lite`` from
+    ``package_root`` (another commit's, from :func:`extract_package`, or this checkout's), with
+    the compilation cache off so that both sides compile from scratch; its last stdout line is
+    JSON."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), str(ROOT)]),
+           "XMODALITY_JAX_CACHE": "0"}
+    proc = subprocess.run([sys.executable, "-m", module, "--worker", *args], cwd=package_root,
+                          env=env, text=True, stdout=subprocess.PIPE)  # -m: the cwd comes first
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        raise RuntimeError(f"worker {args} on {package_root} exited with {proc.returncode}")
     return json.loads(lines[-1])
 
 

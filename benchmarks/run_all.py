@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT = ("models", "sampler", "volume", "registration", "compilation")
 SECTIONS = ("models", "sampler", "volume", "registration", "notebooks", "compilation",
             "teaching", "cpu_profile", "xla_flags", "checkpoints", "test_suite",
-            "model_build", "dit_ceiling")  # RESULTS order
+            "model_build", "dit_ceiling", "sampler_sweep")  # RESULTS order
 
 
 def _read(section: str) -> dict | None:
@@ -476,7 +476,35 @@ def _dit_ceiling(r: dict) -> list[str]:
         f"({in_model:.0f} GFLOP/s; {real:.2f} s).", ""]
 
 
-RENDER = {"dit_ceiling": _dit_ceiling, "model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
+def _sampler_sweep(r: dict) -> list[str]:
+    out = ["## 14. A sweep over step counts: one loop program, or a scan per count", "",
+           "`benchmarks/bench_sampler_sweep.py`: lesson 7's sweep at the `cpu` profile (random "
+           f"weights): `translate_slices` on {r['slices']} slices in batches of {r['batch']}, "
+           f"DDPM and DDIM at {', '.join(map(str, r['steps']))} steps, in that order. *scan*: "
+           f"the package at `{r['baseline']}`, one `lax.scan` program per step count; *loop*: "
+           "this checkout, one `fori_loop` program per (model, sampler, shape), the step count "
+           "an argument. Fresh processes, compilation cache off, the sides alternating. First "
+           "call = compilation + sampling, what a reader waits for; then = the same call again, "
+           "sampling alone.", ""]
+    body, totals = [], []
+    for m in r["models"]:
+        for a, b in zip(m["scan"], m["loop"], strict=True):
+            body.append([m["model"], a["sampler"], str(a["steps"]), _f(a["first_s"]),
+                         _f(b["first_s"]), _f(a["run_s"]), _f(b["run_s"]),
+                         "equal" if a["checksum"] == b["checksum"] else
+                         f"{abs(a['checksum'] - b['checksum']) / a['checksum']:.0e}"])
+        first = [sum(x["first_s"] for x in m[side]) for side in ("scan", "loop")]
+        run = [sum(x["run_s"] for x in m[side]) for side in ("scan", "loop")]
+        totals.append([m["model"], _f(first[0], 1), _f(first[1], 1), f"{first[0] / first[1]:.2f}×",
+                       _f(run[0], 1), _f(run[1], 1), f"{run[1] / run[0]:.2f}"])
+    out += _table(["model", "sampler", "steps", "first call s, scan", "loop", "then s, scan",
+                   "loop", "Σ|x| equal (or relative difference)"], body)
+    out += ["The whole sweep (sums of the rows above):", ""]
+    return out + _table(["model", "first calls s, scan", "loop", "speed-up", "sampling alone s, "
+                         "scan", "loop", "loop ÷ scan"], totals)
+
+
+RENDER = {"sampler_sweep": _sampler_sweep, "dit_ceiling": _dit_ceiling, "model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
           "registration": _registration, "notebooks": _notebooks, "compilation": _compilation,
           "teaching": _teaching}
 
