@@ -308,7 +308,7 @@ def test_loop_and_trajectory_equal_a_scan_over_the_steps(name):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
-def test_one_compiled_loop_serves_every_step_count():
+def test_one_compiled_loop_serves_every_step_count_and_sampler():
     model = _TinyDenoiser(rngs=nnx.Rngs(0))
     cond = _x0((3, 8, 8, 1))
     _TinyDenoiser.traces = 0
@@ -317,11 +317,33 @@ def test_one_compiled_loop_serves_every_step_count():
     assert traced >= 1
     for steps in (7, 1, diff.samplers.GRID_LENGTH):
         diff.ddpm_sample(model, cond, KEY, steps=steps)
+    diff.ddim_sample(model, cond, KEY, steps=4)  # the other sampler is a branch of that program
     assert _TinyDenoiser.traces == traced  # the model was not traced again
     diff.ddpm_sample(model, cond, KEY, steps=3, return_trajectory=True)  # step by step
     traced = _TinyDenoiser.traces
     diff.ddpm_sample(model, cond, KEY, steps=5, return_trajectory=True)
+    diff.ddim_sample(model, cond, KEY, steps=2, return_trajectory=True)
     assert _TinyDenoiser.traces == traced
+
+
+def test_a_sampler_registered_later_is_a_branch_of_a_new_program(monkeypatch):
+    """The loop holds every registered step function and runs the chosen one: a new entry in
+    SAMPLERS compiles a new program whose branches include it, and it is the one taken."""
+
+    def to_estimate(z_t, x0_hat, logsnr_t, logsnr_s, key, is_last):  # jump to x̂0 at once
+        return x0_hat
+
+    model = _TinyDenoiser(rngs=nnx.Rngs(0))
+    cond = _x0((2, 8, 8, 1))
+    ddim = diff.sample("ddim", model, cond, KEY, steps=3)
+    monkeypatch.setitem(diff.SAMPLERS, "estimate", to_estimate)
+    _TinyDenoiser.traces = 0
+    got = diff.sample("estimate", model, cond, KEY, steps=1)
+    assert _TinyDenoiser.traces >= 1  # a new registry, a new program
+    # one step from t = 1: x̂0 = clip(α_1 z_1 − σ_1 v̂), which the trajectory records
+    _, path = diff.sample("estimate", model, cond, KEY, steps=1, return_trajectory=True)
+    np.testing.assert_array_equal(got, np.clip(path.x0_hat[0], -1, 1))
+    np.testing.assert_array_equal(diff.sample("ddim", model, cond, KEY, steps=3), ddim)
 
 
 @pytest.mark.parametrize("name", list(diff.SAMPLERS))

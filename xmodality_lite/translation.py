@@ -2,7 +2,7 @@
 
 Diffusion models sample with DDPM or DDIM (paper §3.3, §4.2); the U-Net baseline needs one
 forward pass. Slices go through in batches of a fixed size (the last one padded), so each
-(model, sampler, batch size, image size) is compiled once, for any number of steps.
+(model, batch size, image size) is compiled once, for any sampler and number of steps.
 
 Randomness: slice ``i`` draws all its noise from ``fold_in(key(seed), i)``, so a slice's
 result depends on the seed and its index only, not on the batch size or on the slices batched

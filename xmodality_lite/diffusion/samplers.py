@@ -4,17 +4,19 @@ Both walk t = linspace(1, 0, steps + 1) from z_1 ~ N(0, I). Each step predicts v
 x̂0 = α z − σ v̂ clipped to [−1, 1] (paper §3.3), and hands x̂0 to the sampler's step function,
 the only place the two samplers differ. The final sample is clipped to [−1, 1].
 
-Compilation: one loop program per (model structure, sampler, shape, dtype) serves every step
-count. The number of steps is an argument of a ``fori_loop`` and the loop reads λ and the
-per-step keys from arrays padded to ``GRID_LENGTH`` steps, so a new step count costs only a
-tiny program that draws z_1 and the keys. (A ``lax.scan`` over ``steps`` would compile the whole
+Compilation: one loop program per (model structure, shape, dtype) serves every step count and
+every sampler. The number of steps is an argument of a ``fori_loop`` and the loop reads λ and
+the per-step keys from arrays padded to ``GRID_LENGTH`` steps, so a new step count costs only a
+tiny program that draws z_1 and the keys; the sampler is an index into the registered step
+functions, all branches of one ``lax.switch`` of which only the chosen one runs, so DDIM after
+DDPM compiles nothing (a sampler registered later makes a new program). (A ``lax.scan`` over ``steps`` would compile the whole
 model once per step count; the loop keeps what a scan has over steps called one by one from
 Python: XLA hoists the work that does not change between steps out of the loop.) A trajectory
 is collected by calling one compiled step per step from Python.
 
 Model state: ``apply_fn`` is a plain function or a Flax NNX module. ``functional`` splits a module
 into a hashable pure function (closing over its graphdef) and its state, so the loop is compiled
-once per (structure, sampler, dtype/shape) and later calls, also with new weights, reuse it.
+once per (structure, dtype/shape) and later calls, also with new weights, reuse it.
 """
 
 from __future__ import annotations
@@ -136,14 +138,16 @@ class Trajectory(NamedTuple):
     x0_hat: jax.Array
 
 
-def _denoise(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key, is_last, *, sampler):
+def _denoise(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key, is_last, which, *, step_fns):
     """One step from λ_t to λ_s (scalars): predict v̂ in the model's dtype, form
-    x̂0 = α z − σ v̂ clipped to [−1, 1], and take the sampler's step. Returns (z_s, x̂0)."""
+    x̂0 = α z − σ v̂ clipped to [−1, 1], and take the step ``step_fns[which]`` (``which`` is
+    traced: one program holds every sampler and runs only the chosen one). Returns (z_s, x̂0)."""
     batch = cond.shape[0]
     logsnr_t, logsnr_s = jnp.full((batch,), logsnr_t), jnp.full((batch,), logsnr_s)
     v_hat = pure_fn(state, z_t.astype(cond.dtype), cond, logsnr_t).astype(jnp.float32)
     x0_hat = jnp.clip(x0_from_v(z_t, v_hat, logsnr_t), -1.0, 1.0)
-    return get_sampler(sampler)(z_t, x0_hat, logsnr_t, logsnr_s, key, is_last), x0_hat
+    z_s = jax.lax.switch(which, step_fns, z_t, x0_hat, logsnr_t, logsnr_s, key, is_last)
+    return z_s, x0_hat
 
 
 # One loop program serves every step count up to its grid length: λ and the keys are padded to it.
@@ -171,11 +175,12 @@ def _start(key, *, shape, steps, length, schedule, per_key):
     return jnp.pad(logsnr, (0, length - steps)), z_1, key_data
 
 
-def _one_step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, *, sampler, impl,
-              per_key):
+def _one_step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, which, *,
+              step_fns, impl, per_key):
     def one(z, c, data):
         key = jax.random.wrap_key_data(data, impl=impl)
-        return _denoise(pure_fn, state, z, c, logsnr_t, logsnr_s, key, is_last, sampler=sampler)
+        return _denoise(pure_fn, state, z, c, logsnr_t, logsnr_s, key, is_last, which,
+                        step_fns=step_fns)
 
     if per_key:  # z_t [B, 1, H, W, C], cond [B, H, W, C]: one chain of batch 1 per row
         return jax.vmap(lambda z, c, data: one(z, c[None], data))(z_t, cond, key_data)
@@ -186,25 +191,27 @@ def _clip(z_0, dtype, per_key):
     return jnp.clip(z_0[:, 0] if per_key else z_0, -1.0, 1.0).astype(dtype)
 
 
-@partial(jax.jit, static_argnames=("pure_fn", "sampler", "impl", "per_key"))
-def _loop(pure_fn, state, z_1, cond, logsnr, key_data, steps, *, sampler, impl, per_key):
-    """``steps`` (an argument) steps in one compiled loop over the padded λ and keys: one
-    program for every step count up to the grid's length."""
+@partial(jax.jit, static_argnames=("pure_fn", "step_fns", "impl", "per_key"))
+def _loop(pure_fn, state, z_1, cond, logsnr, key_data, steps, which, *, step_fns, impl, per_key):
+    """``steps`` (an argument) steps of sampler ``which`` (an argument) in one compiled loop over
+    the padded λ and keys: one program for every step count up to the grid's length, and for
+    every sampler."""
 
     def body(i, z_t):
         data = key_data[:, i] if per_key else key_data[i]
         return _one_step(pure_fn, state, z_t, cond, logsnr[i], logsnr[i + 1], data,
-                         i == steps - 1, sampler=sampler, impl=impl, per_key=per_key)[0]
+                         i == steps - 1, which, step_fns=step_fns, impl=impl,
+                         per_key=per_key)[0]
 
     return _clip(jax.lax.fori_loop(0, steps, body, z_1), cond.dtype, per_key)
 
 
-@partial(jax.jit, static_argnames=("pure_fn", "sampler", "impl", "per_key"))
-def _step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, *, sampler, impl,
-          per_key):
+@partial(jax.jit, static_argnames=("pure_fn", "step_fns", "impl", "per_key"))
+def _step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, which, *, step_fns,
+          impl, per_key):
     """One compiled step, walked from Python when the trajectory is kept."""
-    return _one_step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last,
-                     sampler=sampler, impl=impl, per_key=per_key)
+    return _one_step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, which,
+                     step_fns=step_fns, impl=impl, per_key=per_key)
 
 
 def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False,
@@ -215,14 +222,18 @@ def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False
     shape = (1, *cond.shape[1:]) if per_key else tuple(cond.shape)
     logsnr, z_t, key_data = _start(key, shape=shape, steps=steps, length=_grid_length(steps),
                                    schedule=schedule, per_key=per_key)
-    static = {"sampler": sampler, "impl": str(jax.random.key_impl(key)), "per_key": per_key}
+    names = list(SAMPLERS)  # every registered sampler in the program; `which` picks one
+    which = np.int32(names.index(sampler))
+    static = {"step_fns": tuple(SAMPLERS[n] for n in names),
+              "impl": str(jax.random.key_impl(key)), "per_key": per_key}
     if not return_trajectory:
-        return _loop(pure_fn, state, z_t, cond, logsnr, key_data, np.int32(steps), **static)
+        return _loop(pure_fn, state, z_t, cond, logsnr, key_data, np.int32(steps), which,
+                     **static)
     logsnr, key_data = np.asarray(logsnr), np.asarray(key_data)  # trajectories: sample() only
     path = [(z_t, None)]
     for i in range(steps):
         z_t, x0_hat = _step(pure_fn, state, z_t, cond, logsnr[i], logsnr[i + 1], key_data[i],
-                            np.bool_(i == steps - 1), **static)
+                            np.bool_(i == steps - 1), which, **static)
         path.append((z_t, x0_hat))
     z, x0 = (np.stack([np.asarray(p[j]) for p in path[j:]]).astype(cond.dtype) for j in (0, 1))
     x = jnp.asarray(np.clip(z[-1], -1.0, 1.0))
@@ -243,7 +254,7 @@ def sample(
 
     ``steps`` model calls on t = linspace(1, 0, steps + 1) under ``schedule``; the same key gives
     the same sample. With ``return_trajectory`` also returns a :class:`Trajectory`. Compilations
-    are reused per (model structure, sampler, shape, dtype), whatever ``steps``: pass an NNX module
+    are reused per (model structure, shape, dtype), whatever ``steps`` and sampler: pass an NNX module
     or one stable function (a fresh lambda per call recompiles) and a stable schedule
     (``get_schedule`` returns the same object for the same arguments).
     """
