@@ -327,8 +327,8 @@ def test_one_compiled_loop_serves_every_step_count_and_sampler():
 
 
 def test_a_sampler_registered_later_is_a_branch_of_a_new_program(monkeypatch):
-    """The loop holds every registered step function and runs the chosen one: a new entry in
-    SAMPLERS compiles a new program whose branches include it, and it is the one taken."""
+    """The loop computes every registered step function and keeps the chosen one: a new entry
+    in SAMPLERS compiles a new program that includes it, and it is the one kept."""
 
     def to_estimate(z_t, x0_hat, logsnr_t, logsnr_s, key, is_last):  # jump to x̂0 at once
         return x0_hat

@@ -148,8 +148,6 @@ def _denoise(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key, is_last, which,
     v_hat = pure_fn(state, z_t.astype(cond.dtype), cond, logsnr_t).astype(jnp.float32)
     x0_hat = jnp.clip(x0_from_v(z_t, v_hat, logsnr_t), -1.0, 1.0)
     args = (z_t, x0_hat, logsnr_t, logsnr_s, key, is_last)
-    if len(step_fns) == 1:
-        return step_fns[0](*args), x0_hat
     # every step computed, one kept: elementwise work, small beside the model call, and it fuses
     # with it (a lax.switch would run one branch but cost the loop ~10-15 % in fusion)
     return jnp.stack([step(*args) for step in step_fns])[which], x0_hat
