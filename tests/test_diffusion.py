@@ -313,17 +313,32 @@ def test_one_compiled_loop_serves_every_step_count_and_sampler():
     cond = _x0((3, 8, 8, 1))
     _TinyDenoiser.traces = 0
     diff.ddpm_sample(model, cond, KEY, steps=2)
-    traced = _TinyDenoiser.traces
+    traced, drawn = _TinyDenoiser.traces, diff.samplers._start._cache_size()
     assert traced >= 1
     for steps in (7, 1, diff.samplers.GRID_LENGTH):
         diff.ddpm_sample(model, cond, KEY, steps=steps)
     diff.ddim_sample(model, cond, KEY, steps=4)  # the other sampler is a branch of that program
     assert _TinyDenoiser.traces == traced  # the model was not traced again
+    assert diff.samplers._start._cache_size() == drawn  # nor were z_1 and the keys' program
     diff.ddpm_sample(model, cond, KEY, steps=3, return_trajectory=True)  # step by step
     traced = _TinyDenoiser.traces
     diff.ddpm_sample(model, cond, KEY, steps=5, return_trajectory=True)
     diff.ddim_sample(model, cond, KEY, steps=2, return_trajectory=True)
     assert _TinyDenoiser.traces == traced
+
+
+def test_start_draws_the_keys_of_a_split_in_steps():
+    """z_1 and the step keys come from one program per shape, the step count an argument: the
+    keys are ``split(key_steps, steps)`` (JAX's partitionable threefry numbers a split's
+    children by index), zero beyond ``steps``, and z_1 is the normal draw of the first key."""
+    key_init, key_steps = jax.random.split(KEY)
+    for steps in (1, 5, 300):
+        z_1, data = diff.samplers._start(KEY, np.int32(steps), shape=(2, 4, 4, 1), length=1024,
+                                         per_key=False)
+        np.testing.assert_array_equal(data[:steps],
+                                      jax.random.key_data(jax.random.split(key_steps, steps)))
+        assert data.shape == (1024, 2) and not np.any(data[steps:])
+        np.testing.assert_array_equal(z_1, jax.random.normal(key_init, (2, 4, 4, 1)))
 
 
 def test_a_sampler_registered_later_is_a_branch_of_a_new_program(monkeypatch):

@@ -6,8 +6,9 @@ the only place the two samplers differ. The final sample is clipped to [−1, 1]
 
 Compilation: one loop program per (model structure, shape, dtype) serves every step count and
 every sampler. The number of steps is an argument of a ``fori_loop`` and the loop reads λ and
-the per-step keys from arrays padded to ``GRID_LENGTH`` steps, so a new step count costs only a
-tiny program that draws z_1 and the keys. The sampler is an argument too, an index into the
+the per-step keys from arrays padded to ``GRID_LENGTH`` steps. z_1 and the keys are drawn by one
+program per shape (the step count is an argument there too), so a new step count costs only a
+tiny program for λ. The sampler is an argument too, an index into the
 registered step functions: each step computes all of them (elementwise, beside one model call)
 and keeps the chosen one, so DDIM after DDPM compiles nothing; a sampler registered later makes
 a new program. (A ``lax.scan`` over ``steps`` would compile the whole model once per step
@@ -161,21 +162,28 @@ def _grid_length(steps: int) -> int:
     return max(GRID_LENGTH, 1 << (steps - 1).bit_length())
 
 
-@partial(jax.jit, static_argnames=("shape", "steps", "length", "schedule", "per_key"))
-def _start(key, *, shape, steps, length, schedule, per_key):
-    """λ on t = linspace(1, 0, steps + 1), z_1 ~ N(0, I) in float32, and one key per step as raw
-    key data, λ and the keys padded to ``length`` steps; with ``per_key`` one z_1 of ``shape``
-    and one set of keys per key."""
+@partial(jax.jit, static_argnames=("shape", "length", "per_key"))
+def _start(key, steps, *, shape, length, per_key):
+    """z_1 ~ N(0, I) in float32 and one key per step as raw key data, zero-padded to ``length``
+    steps; with ``per_key`` one z_1 of ``shape`` and one set of keys per key. ``steps`` is traced:
+    one program per shape. JAX's partitionable threefry numbers a split's children by index,
+    ``split(k, length)[:steps] == split(k, steps)``, so the keys are those of a split in
+    ``steps``."""
 
     def chain(k):
         key_init, key_steps = jax.random.split(k)
         z_1 = jax.random.normal(key_init, shape, jnp.float32)
-        data = jax.random.key_data(jax.random.split(key_steps, steps))
-        return z_1, jnp.pad(data, ((0, length - steps), (0, 0)))
+        data = jax.random.key_data(jax.random.split(key_steps, length))
+        return z_1, jnp.where(jnp.arange(length)[:, None] < steps, data, 0)
 
-    z_1, key_data = jax.vmap(chain)(key) if per_key else chain(key)
-    logsnr = schedule(jnp.linspace(1.0, 0.0, steps + 1))
-    return jnp.pad(logsnr, (0, length - steps)), z_1, key_data
+    return jax.vmap(chain)(key) if per_key else chain(key)
+
+
+@partial(jax.jit, static_argnames=("steps", "length", "schedule"))
+def _logsnr_grid(*, steps, length, schedule):
+    """λ on t = linspace(1, 0, steps + 1), zero-padded to ``length`` + 1 entries: a tiny program
+    per step count."""
+    return jnp.pad(schedule(jnp.linspace(1.0, 0.0, steps + 1)), (0, length - steps))
 
 
 def _one_step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, which, *,
@@ -223,8 +231,9 @@ def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):  # a raw uint32 key (PRNGKey)
         key = jax.random.wrap_key_data(key)
     shape = (1, *cond.shape[1:]) if per_key else tuple(cond.shape)
-    logsnr, z_t, key_data = _start(key, shape=shape, steps=steps, length=_grid_length(steps),
-                                   schedule=schedule, per_key=per_key)
+    length = _grid_length(steps)
+    z_t, key_data = _start(key, np.int32(steps), shape=shape, length=length, per_key=per_key)
+    logsnr = _logsnr_grid(steps=steps, length=length, schedule=schedule)
     which = np.int32(list(SAMPLERS).index(sampler))  # every registered step in the program
     static = {"step_fns": tuple(SAMPLERS.values()), "impl": str(jax.random.key_impl(key)),
               "per_key": per_key}
