@@ -146,3 +146,29 @@ def test_topcow_layout_names_contents_and_sha256(tmp_path, edition, expected, sm
     again = write_topcow_layout(tmp_path / "b", 2, 3, edition=edition, profile="smoke")
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     assert [digest(p) for p in paths] == [digest(p) for p in again]
+
+
+def test_mni_templates_are_nilearns_loaders_without_importing_nilearn():
+    """The phantom's brain: nilearn's bundled 1 mm MNI152 templates read with nibabel equal its
+    own loaders bit for bit (grey and white matter, the 0.2-thresholded brain mask), and a fresh
+    process that builds them has not imported nilearn."""
+    import subprocess
+    import sys
+
+    from nilearn import datasets
+
+    from xmodality_lite.data.anatomy import _mni152
+
+    for kind, load in (("gm", datasets.load_mni152_gm_template),
+                       ("wm", datasets.load_mni152_wm_template),
+                       ("t1", datasets.load_mni152_template)):
+        ours, theirs = _mni152(kind), load(resolution=1)
+        np.testing.assert_array_equal(ours.get_fdata(dtype=np.float32),
+                                      theirs.get_fdata(dtype=np.float32))
+        np.testing.assert_array_equal(ours.affine, theirs.affine)
+    mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32)
+    np.testing.assert_array_equal((_mni152("t1").get_fdata(dtype=np.float32) > 0.2), mask == 1)
+    code = ("import sys; from xmodality_lite.data.anatomy import mni_templates; t = mni_templates(); "
+            "print(t.gm.shape, 'nilearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(197,", "233,", "189)", "False"], out.stdout

@@ -11,8 +11,11 @@ TopCoW labels (the comment above the control points), with seeded variants and j
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
@@ -34,14 +37,37 @@ class Templates:
     skull_affine: np.ndarray  # 4×4 of skull_distance (2 mm: the inner table is smooth)
 
 
+_MNI152_FILES = {"t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+                 "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+                 "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
+
+
+def _mni152(kind: str) -> nib.Nifti1Image:
+    """nilearn's bundled 1 mm MNI152 2009 template ``kind``, scaled to a maximum of 1 (float32),
+    as ``nilearn.datasets.load_mni152_{template,gm_template,wm_template}(resolution=1)`` give it.
+
+    Read from nilearn's package data with nibabel, without importing nilearn: its import (scikit-
+    learn, pandas) costs ~1 s, more than reading the three templates, in every process that
+    makes a phantom."""
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("nilearn is not installed: the phantom's brain comes from its "
+                                  "bundled MNI152 templates (pip install nilearn)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / _MNI152_FILES[kind]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: nilearn's MNI152 template is missing (reinstall nilearn)")
+    img = nib.load(path)
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    data /= data.max()
+    return nib.Nifti1Image(data, img.affine)
+
+
 @functools.lru_cache(maxsize=1)
 def mni_templates() -> Templates:
     """Load the bundled MNI152 2009 templates once per process (no network)."""
-    from nilearn import datasets
-
-    gm = datasets.load_mni152_gm_template(resolution=1)
-    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
-    mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32)
+    gm = _mni152("gm")
+    wm = _mni152("wm").get_fdata(dtype=np.float32)
+    mask = (_mni152("t1").get_fdata(dtype=np.float32) > 0.2).astype(np.float32)  # nilearn's brain mask
     # The inner table does not follow the gyri: smooth the brain mask (σ 4 mm) before the EDT,
     # on a 2 mm grid (voxel centres at 0.5 of the 1 mm grid's 2×2×2 blocks).
     nx, ny, nz = (np.asarray(mask.shape) // 2) * 2
