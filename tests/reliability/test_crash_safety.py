@@ -58,6 +58,16 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> bool:
     return False
 
 
+def _wait_for_step(proc: subprocess.Popen, run_dir: Path, timeout: float = 240) -> None:
+    """Return once ``proc`` has logged a step (its programs compiled) or finished."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and not _logged_steps(run_dir):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise TimeoutError("training made no progress")
+        time.sleep(0.05)
+
+
 def _tensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
@@ -76,7 +86,8 @@ def test_killed_and_resumed_training_is_bit_identical(tmp_path, smoke_env):
     start = lambda d: subprocess.Popen(  # noqa: E731
         [PYTHON, "-c", TRAIN, str(d), str(STEPS)], env=smoke_env, cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    reference = start(ref_dir)  # runs beside the killed chain
+    reference = start(ref_dir)  # runs beside the killed chain, once it has compiled:
+    _wait_for_step(reference, ref_dir)  # its programs are then in the cache the chain reads
 
     rng = random.Random(SEED)
     # kill 1: mid-way between two checkpoints (the resumed run repeats steps and trims its log);
