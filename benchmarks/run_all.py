@@ -482,8 +482,9 @@ def _sampler_sweep(r: dict) -> list[str]:
            f"weights): `translate_slices` on {r['slices']} slices in batches of {r['batch']}, "
            f"DDPM and DDIM at {', '.join(map(str, r['steps']))} steps, in that order. *scan*: "
            f"the package at `{r['baseline']}`, one `lax.scan` program per step count; *loop*: "
-           "this checkout, one `fori_loop` program per (model, sampler, shape), the step count "
-           "an argument. Fresh processes, compilation cache off, the sides alternating. First "
+           "this checkout, one `fori_loop` program per (model, shape), the step count and the "
+           "sampler arguments (z_1 and the keys drawn by one program per shape, λ by a tiny one "
+           "per step count). Fresh processes, compilation cache off, the sides alternating. First "
            "call = compilation + sampling, what a reader waits for; then = the same call again, "
            "sampling alone.", ""]
     body, totals = [], []
