@@ -1,6 +1,7 @@
 """Tests for xmodality_lite.diffusion against closed forms and independent numpy references."""
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -330,15 +331,26 @@ def test_one_compiled_loop_serves_every_step_count_and_sampler():
 def test_start_draws_the_keys_of_a_split_in_steps():
     """z_1 and the step keys come from one program per shape, the step count an argument: the
     keys are ``split(key_steps, steps)`` (JAX's partitionable threefry numbers a split's
-    children by index), zero beyond ``steps``, and z_1 is the normal draw of the first key."""
+    children by index), zero beyond ``steps``, and z_1 is the normal draw of the first key.
+    Other key schemes split in ``steps`` itself, a program per step count, with the same keys."""
     key_init, key_steps = jax.random.split(KEY)
+    start = partial(diff.samplers._start, shape=(2, 4, 4, 1), length=1024, per_key=False)
+    assert diff.samplers._key_draws(KEY, 5, 1024) == 1024
     for steps in (1, 5, 300):
-        z_1, data = diff.samplers._start(KEY, np.int32(steps), shape=(2, 4, 4, 1), length=1024,
-                                         per_key=False)
+        z_1, data = start(KEY, np.int32(steps), draws=1024)
         np.testing.assert_array_equal(data[:steps],
                                       jax.random.key_data(jax.random.split(key_steps, steps)))
         assert data.shape == (1024, 2) and not np.any(data[steps:])
         np.testing.assert_array_equal(z_1, jax.random.normal(key_init, (2, 4, 4, 1)))
+        np.testing.assert_array_equal(start(KEY, np.int32(steps), draws=steps)[1], data)
+    rbg = jax.random.key(0, impl="rbg")
+    assert diff.samplers._key_draws(rbg, 5, 1024) == 5
+    with jax.threefry_partitionable(False):
+        assert diff.samplers._key_draws(KEY, 5, 1024) == 5
+        model, cond = _TinyDenoiser(rngs=nnx.Rngs(0)), _x0((2, 8, 8, 1))
+        x = diff.sample("ddpm", model, cond, KEY, steps=3)  # the keys of a split in 3
+        want, _, _ = _scan_sample(model, cond, KEY, 3, "ddpm")
+        np.testing.assert_allclose(x, want, rtol=0, atol=1e-6)
 
 
 def test_a_sampler_registered_later_is_a_branch_of_a_new_program(monkeypatch):

@@ -7,9 +7,9 @@ the only place the two samplers differ. The final sample is clipped to [−1, 1]
 Compilation: one loop program per (model structure, shape, dtype) serves every step count and
 every sampler. The number of steps is an argument of a ``fori_loop`` and the loop reads λ and
 the per-step keys from arrays padded to ``GRID_LENGTH`` steps. z_1 and the keys are drawn by one
-program per shape (the step count is an argument there too), so a new step count costs only a
-tiny program for λ. The sampler is an argument too, an index into the
-registered step functions: each step computes all of them (elementwise, beside one model call)
+program per shape (the step count is an argument there too, under JAX's default partitionable
+threefry), so a new step count costs only a tiny program for λ. The sampler is an argument too,
+an index into the registered step functions: each step computes all of them (elementwise, beside one model call)
 and keeps the chosen one, so DDIM after DDPM compiles nothing; a sampler registered later makes
 a new program. (A ``lax.scan`` over ``steps`` would compile the whole model once per step
 count; the loop keeps what a scan has over steps called one by one from Python: XLA hoists the
@@ -162,21 +162,31 @@ def _grid_length(steps: int) -> int:
     return max(GRID_LENGTH, 1 << (steps - 1).bit_length())
 
 
-@partial(jax.jit, static_argnames=("shape", "length", "per_key"))
-def _start(key, steps, *, shape, length, per_key):
+@partial(jax.jit, static_argnames=("shape", "length", "draws", "per_key"))
+def _start(key, steps, *, shape, length, draws, per_key):
     """z_1 ~ N(0, I) in float32 and one key per step as raw key data, zero-padded to ``length``
-    steps; with ``per_key`` one z_1 of ``shape`` and one set of keys per key. ``steps`` is traced:
-    one program per shape. JAX's partitionable threefry numbers a split's children by index,
-    ``split(k, length)[:steps] == split(k, steps)``, so the keys are those of a split in
-    ``steps``."""
+    steps; with ``per_key`` one z_1 of ``shape`` and one set of keys per key. The keys are
+    ``split(key_steps, steps)``, drawn as a split in ``draws`` (static) cut to ``steps`` (traced):
+    with ``draws=length`` one program serves every step count, which is exact where a split's
+    children are numbered by index (see :func:`_key_draws`)."""
 
     def chain(k):
         key_init, key_steps = jax.random.split(k)
         z_1 = jax.random.normal(key_init, shape, jnp.float32)
-        data = jax.random.key_data(jax.random.split(key_steps, length))
+        data = jax.random.key_data(jax.random.split(key_steps, draws))
+        data = jnp.pad(data, ((0, length - draws), (0, 0)))
         return z_1, jnp.where(jnp.arange(length)[:, None] < steps, data, 0)
 
     return jax.vmap(chain)(key) if per_key else chain(key)
+
+
+def _key_draws(key: jax.Array, steps: int, length: int) -> int:
+    """How many step keys :func:`_start` splits off: ``length`` (one program for every step
+    count) under JAX's partitionable threefry, JAX's default, where ``split(k, n)[:m]`` equals
+    ``split(k, m)``; else ``steps``, a program per step count, as other key schemes need."""
+    if jax.config.jax_threefry_partitionable and str(jax.random.key_impl(key)) == "threefry2x32":
+        return length
+    return steps
 
 
 @partial(jax.jit, static_argnames=("steps", "length", "schedule"))
@@ -232,7 +242,8 @@ def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False
         key = jax.random.wrap_key_data(key)
     shape = (1, *cond.shape[1:]) if per_key else tuple(cond.shape)
     length = _grid_length(steps)
-    z_t, key_data = _start(key, np.int32(steps), shape=shape, length=length, per_key=per_key)
+    z_t, key_data = _start(key, np.int32(steps), shape=shape, length=length,
+                           draws=_key_draws(key, steps, length), per_key=per_key)
     logsnr = _logsnr_grid(steps=steps, length=length, schedule=schedule)
     which = np.int32(list(SAMPLERS).index(sampler))  # every registered step in the program
     static = {"step_fns": tuple(SAMPLERS.values()), "impl": str(jax.random.key_impl(key)),
