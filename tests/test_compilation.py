@@ -31,6 +31,8 @@ CHILD = textwrap.dedent("""
 
     print(float(jax.jit(xmodality_cache_probe)(jnp.ones((8, 8)))))
     print(compilation_cache_dir())
+    from jax._src import lru_cache
+    print(getattr(lru_cache.LRUCache.put, "writes_atomically", False))
 """)
 HIT = "Persistent compilation cache hit for 'jit_xmodality_cache_probe'"
 
@@ -78,8 +80,9 @@ def test_second_process_reuses_the_first_ones_programs(tmp_path):
     env = _env(tmp_path, XMODALITY_CACHE=str(tmp_path / "base"))
 
     first = _run(env)
-    assert first.stdout.splitlines()[1] == str(folder)
+    assert first.stdout.splitlines()[1:3] == [str(folder), "True"]  # entries written whole
     written = _files(folder)
+    assert not [p for p in written if p.name.endswith(".tmp")]  # each renamed into place
     assert any(p.name.startswith("jit_xmodality_cache_probe-") for p in written), written
     assert HIT not in first.stderr
 
@@ -148,3 +151,30 @@ def test_enable_after_jax_is_imported(tmp_path):
             enable_compilation_cache(before)
         else:
             disable_compilation_cache()
+
+
+def test_an_entry_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A process that dies while writing an entry leaves no entry. JAX alone writes in place,
+    and a truncated entry would be read by every later process with a warning, compiled again,
+    and never replaced (JAX keeps an existing entry)."""
+    from jax._src import lru_cache
+
+    from xmodality_lite.compilation import write_entries_atomically
+
+    assert write_entries_atomically() and lru_cache.LRUCache.put.writes_atomically
+    cache = lru_cache.LRUCache(str(tmp_path), max_size=-1)
+    entry = bytes(range(256)) * 64
+    write = Path.write_bytes
+
+    def dies_half_way(path, data):
+        write(path, data[: len(data) // 2])
+        raise KeyboardInterrupt  # the process stops here
+
+    monkeypatch.setattr(Path, "write_bytes", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put("probe", entry)
+    monkeypatch.undo()
+    assert cache.get("probe") is None and not list(tmp_path.iterdir())
+    cache.put("probe", entry)
+    cache.put("probe", b"another value")  # JAX's rule: an existing entry is kept
+    assert cache.get("probe") == entry and [p.name for p in tmp_path.iterdir()] == ["probe-cache"]

@@ -22,6 +22,12 @@ be written turns the cache off with a warning; enabling it never fails an import
 passed to JAX through its environment variables while JAX is not yet imported (so the import
 stays instant, and child processes inherit the same cache) and through ``jax.config`` once it is.
 
+Entries are written whole or not at all. JAX writes an entry in place, so a process killed
+while writing one (SIGKILL, the OOM killer) would leave a truncated file that every later
+process fails to read (a warning, and the program compiled again) and that JAX never replaces;
+here each entry goes to a temporary file that is then renamed (:func:`write_entries_atomically`,
+installed as JAX's cache module loads).
+
 The cache is trusted code (JAX's warning): keep it in a folder only you can write. Compiled
 CPU code targets the machine that compiled it: where one home folder is shared by machines with
 different CPUs (a cluster), point ``XMODALITY_JAX_CACHE`` at a machine-local folder.
@@ -29,6 +35,9 @@ different CPUs (a cluster), point ``XMODALITY_JAX_CACHE`` at a machine-local fol
 
 from __future__ import annotations
 
+import functools
+import importlib.abc
+import importlib.util
 import os
 import sys
 import tempfile
@@ -68,6 +77,73 @@ def default_compilation_cache_dir() -> Path | None:
     if value.lower() in ON_VALUES:
         return user_cache_dir() / "jax"
     return Path(value).expanduser()
+
+
+_LRU_CACHE = "jax._src.lru_cache"  # the module of JAX's file cache (LRUCache.put writes entries)
+
+
+def _atomic_put(put, suffix: str):
+    """``LRUCache.put`` writing the entry to a temporary file in the cache folder and renaming
+    it (``os.replace`` is atomic on one file system): a reader sees the whole entry or none. JAX's
+    own ``put`` still handles what this does not: the size-bounded cache (its lock and access
+    times) and non-local paths."""
+
+    @functools.wraps(put)
+    def atomic_put(self, key: str, value: bytes) -> None:
+        folder = str(self.path)  # an etils path; a local one is a plain folder name
+        if not key or self.eviction_enabled or "://" in folder:
+            return put(self, key, value)
+        path = Path(folder) / f"{key}{suffix}"
+        if path.exists():  # JAX's rule: an existing entry is kept
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(value)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    atomic_put.writes_atomically = True
+    return atomic_put
+
+
+def write_entries_atomically() -> bool:
+    """Make JAX's persistent cache write each entry whole (see the module docstring); at once if
+    JAX's cache module is loaded, else as soon as it is. True once installed; idempotent."""
+    module = sys.modules.get(_LRU_CACHE)
+    if module is None:
+        if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+            sys.meta_path.insert(0, _PatchOnImport())
+        return False
+    cache = getattr(module, "LRUCache", None)
+    if cache is None or not callable(getattr(cache, "put", None)):
+        return False  # another JAX: its own writes
+    if not getattr(cache.put, "writes_atomically", False):
+        cache.put = _atomic_put(cache.put, getattr(module, "_CACHE_SUFFIX", "-cache"))
+    return True
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Runs :func:`write_entries_atomically` right after JAX's cache module is first imported
+    (``import xmodality_lite`` does not import JAX), then steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != _LRU_CACHE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def exec_and_patch(module):
+                exec_module(module)
+                try:
+                    write_entries_atomically()
+                except Exception:  # noqa: BLE001 - never break JAX's import
+                    pass
+
+            spec.loader.exec_module = exec_and_patch
+        return spec
 
 
 def _jax_loaded() -> bool:
@@ -116,6 +192,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
                       RuntimeWarning, stacklevel=2)
         disable_compilation_cache()
         return None
+    write_entries_atomically()
     _apply({"jax_compilation_cache_dir": str(folder),
             "jax_persistent_cache_min_compile_time_secs": MIN_COMPILE_TIME_SECS,
             "jax_persistent_cache_min_entry_size_bytes": MIN_ENTRY_SIZE_BYTES})
@@ -159,4 +236,4 @@ def configure_from_environment() -> Path | None:
 
 __all__ = ["ENV_VAR", "compilation_cache_dir", "configure_from_environment",
            "default_compilation_cache_dir", "disable_compilation_cache",
-           "enable_compilation_cache", "is_turned_off"]
+           "enable_compilation_cache", "is_turned_off", "write_entries_atomically"]
