@@ -342,15 +342,13 @@ def test_start_draws_the_keys_of_a_split_in_steps():
                                       jax.random.key_data(jax.random.split(key_steps, steps)))
         assert data.shape == (1024, 2) and not np.any(data[steps:])
         np.testing.assert_array_equal(z_1, jax.random.normal(key_init, (2, 4, 4, 1)))
-        np.testing.assert_array_equal(start(KEY, np.int32(steps), draws=steps)[1], data)
+    np.testing.assert_array_equal(start(KEY, np.int32(steps), draws=steps)[1], data)
     rbg = jax.random.key(0, impl="rbg")
     assert diff.samplers._key_draws(rbg, 5, 1024) == 5
-    with jax.threefry_partitionable(False):
+    with jax.threefry_partitionable(False):  # where split(k, n)[:m] != split(k, m)
         assert diff.samplers._key_draws(KEY, 5, 1024) == 5
-        model, cond = _TinyDenoiser(rngs=nnx.Rngs(0)), _x0((2, 8, 8, 1))
-        x = diff.sample("ddpm", model, cond, KEY, steps=3)  # the keys of a split in 3
-        want, _, _ = _scan_sample(model, cond, KEY, 3, "ddpm")
-        np.testing.assert_allclose(x, want, rtol=0, atol=1e-6)
+        assert not np.array_equal(jax.random.key_data(jax.random.split(key_steps, 1024))[:5],
+                                  jax.random.key_data(jax.random.split(key_steps, 5)))
 
 
 def test_a_sampler_registered_later_is_a_branch_of_a_new_program(monkeypatch):
