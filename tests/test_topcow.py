@@ -230,3 +230,42 @@ def test_topcow_folder_preprocess_train_translate_evaluate(tmp_path):
     assert (tmp_path / "eval/results.csv").read_text().splitlines()[1].startswith("unet,N/A")
     assert not (tmp_path / "eval/volumes.csv").exists()  # volume tables need phantom labels
     assert not list(cache.glob("phantom-*"))
+
+
+def test_register_pairs_runs_workers_at_once_and_stops_at_a_failure(tmp_path, monkeypatch):
+    """Deterministic registrations are single-threaded processes: ``workers`` of them run at
+    once (two stand-ins meet at a barrier, which one at a time would never pass), each patient
+    gets its own record, and a failure is raised with the finished patients kept for a resume."""
+    import threading
+    from types import SimpleNamespace
+
+    from xmodality_lite import registration
+    from xmodality_lite.data.topcow import RECORD, registration_folder
+
+    write_topcow_layout(tmp_path / "topcow", 3, 0, edition="2024", profile="smoke")
+    pairs = find_pairs(tmp_path / "topcow")
+    meet, fail = threading.Barrier(2, timeout=30), {"003"}
+
+    patient = {str(p.cta): p.id for p in pairs}
+
+    def stand_in(tof, cta, *, type_of_transform, seed, out_dir):
+        pid = patient[cta.get_filename()]
+        if pid in ("001", "002"):
+            meet.wait()  # the first two patients are registered side by side
+        if pid in fail:
+            raise RuntimeError("ANTs registration failed: stand-in")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        return SimpleNamespace(warped=cta, fwd_transforms=[Path(out_dir) / "fwd.mat"],
+                               inv_transforms=[Path(out_dir) / "inv.mat"], seconds=0.0)
+
+    monkeypatch.setattr(registration, "register_tof_to_cta", stand_in)
+    cache = tmp_path / "cache"
+    with pytest.raises(RuntimeError, match="stand-in"):
+        register_pairs(pairs, cache_dir=cache, progress=False, workers=2)
+    recorded = {p.id for p in pairs if (registration_folder(p, cache_dir=cache) / RECORD).is_file()}
+    assert recorded == {"001", "002"}
+    fail.clear()
+    warped = register_pairs(pairs, cache_dir=cache, progress=False, workers=2)  # resumes: 003
+    assert sorted(warped) == ["001", "002", "003"] and all(p.is_file() for p in warped.values())
+    with pytest.raises(ValueError, match="workers: expected a positive number"):
+        register_pairs(pairs, cache_dir=cache, workers=0)

@@ -19,6 +19,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -233,19 +234,23 @@ def registration_folder(pair: TopCowPair, *, cache_dir: str | os.PathLike | None
 
 
 def register_pairs(pairs: Sequence[TopCowPair], *, cache_dir: str | os.PathLike | None = None,
-                   type_of_transform: str = "SyN", seed: int = 42,
-                   progress: bool = True) -> dict[str, Path]:
+                   type_of_transform: str = "SyN", seed: int = 42, progress: bool = True,
+                   workers: int | None = None) -> dict[str, Path]:
     """Each pair's TOF on its CTA grid, ``{id: NIfTI path}``, registering those not done yet.
 
     ANTs (:func:`~xmodality_lite.registration.register_tof_to_cta`, deterministic) writes the
     warped TOF and the transforms to :func:`registration_folder`, the record last, so an
-    interrupted run resumes with the next patient. An ``_Warped`` TOF is used as it is.
+    interrupted run resumes with the patients not recorded yet. An ``_Warped`` TOF is used as it
+    is. A deterministic registration runs in a single-threaded process of its own, so
+    ``workers`` of them (default: one per CPU core) run at once with the same results as one
+    after the other; the first failure stops the rest and is raised.
     """
     from xmodality_lite.registration import register_tof_to_cta
 
     options = dict(cache_dir=cache_dir, type_of_transform=type_of_transform, seed=seed)
     todo = [p for p in pairs if not p.registered and not (registration_folder(p, **options) / RECORD).is_file()]
-    for pair in tqdm(todo, desc="registering TOF → CTA", disable=not progress or not todo):
+
+    def register(pair: TopCowPair) -> None:
         folder = registration_folder(pair, **options)
         res = register_tof_to_cta(load_nifti(pair.tof), load_nifti(pair.cta),
                                   type_of_transform=type_of_transform, seed=seed, out_dir=folder)
@@ -254,6 +259,26 @@ def register_pairs(pairs: Sequence[TopCowPair], *, cache_dir: str | os.PathLike 
                   "fwd": [p.name for p in res.fwd_transforms], "seconds": round(res.seconds, 2),
                   "inv": [p.name for p in res.inv_transforms]}
         atomic_write_text(folder / RECORD, json.dumps(record, indent=1))
+
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers: expected a positive number of parallel registrations, got {workers}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(len(todo), workers or cores)
+    with tqdm(total=len(todo), desc="registering TOF → CTA", disable=not progress or not todo) as bar:
+        if workers <= 1:
+            for pair in todo:
+                register(pair)
+                bar.update()
+        else:
+            with ThreadPoolExecutor(workers) as pool:  # each thread waits on one ANTs process
+                running = [pool.submit(register, pair) for pair in todo]
+                try:
+                    for done in as_completed(running):
+                        done.result()
+                        bar.update()
+                finally:
+                    for future in running:
+                        future.cancel()  # after a failure: the ones not started yet
     return {p.id: p.tof if p.registered else registration_folder(p, **options) / WARPED for p in pairs}
 
 
