@@ -178,3 +178,12 @@ def test_an_entry_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     cache.put("probe", entry)
     cache.put("probe", b"another value")  # JAX's rule: an existing entry is kept
     assert cache.get("probe") == entry and [p.name for p in tmp_path.iterdir()] == ["probe-cache"]
+    import threading  # threads writing one entry at once: each its own temporary file
+
+    threads = [threading.Thread(target=cache.put, args=("both", entry)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.get("both") == entry
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["both-cache", "probe-cache"]

@@ -96,8 +96,10 @@ def _atomic_put(put, suffix: str):
         path = Path(folder) / f"{key}{suffix}"
         if path.exists():  # JAX's rule: an existing entry is kept
             return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(name)  # a name of its own: threads writing the same entry do not collide
         try:
+            os.close(fd)
             tmp.write_bytes(value)
             os.replace(tmp, path)
         finally:
