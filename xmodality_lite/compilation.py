@@ -96,14 +96,9 @@ def _atomic_put(put, suffix: str):
         path = Path(folder) / f"{key}{suffix}"
         if path.exists():  # JAX's rule: an existing entry is kept
             return
-        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-        tmp = Path(name)  # a name of its own: threads writing the same entry do not collide
-        try:
-            os.close(fd)
-            tmp.write_bytes(value)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        from xmodality_lite.io import atomic_write_bytes  # JAX is loaded by now: no import cost
+
+        atomic_write_bytes(path, value)  # a temporary file of its own name, then a rename
 
     atomic_put.writes_atomically = True
     return atomic_put

@@ -263,22 +263,17 @@ def register_pairs(pairs: Sequence[TopCowPair], *, cache_dir: str | os.PathLike 
     if workers is not None and workers < 1:
         raise ValueError(f"workers: expected a positive number of parallel registrations, got {workers}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = min(len(todo), workers or cores)
-    with tqdm(total=len(todo), desc="registering TOF → CTA", disable=not progress or not todo) as bar:
-        if workers <= 1:
-            for pair in todo:
-                register(pair)
+    workers = max(1, min(len(todo), workers or cores))
+    with (tqdm(total=len(todo), desc="registering TOF → CTA", disable=not progress or not todo) as bar,
+          ThreadPoolExecutor(workers) as pool):  # each thread waits on one ANTs process
+        running = [pool.submit(register, pair) for pair in todo]
+        try:
+            for done in as_completed(running):
+                done.result()
                 bar.update()
-        else:
-            with ThreadPoolExecutor(workers) as pool:  # each thread waits on one ANTs process
-                running = [pool.submit(register, pair) for pair in todo]
-                try:
-                    for done in as_completed(running):
-                        done.result()
-                        bar.update()
-                finally:
-                    for future in running:
-                        future.cancel()  # after a failure: the ones not started yet
+        finally:
+            for future in running:
+                future.cancel()  # after a failure: the ones not started yet
     return {p.id: p.tof if p.registered else registration_folder(p, **options) / WARPED for p in pairs}
 
 

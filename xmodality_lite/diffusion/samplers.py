@@ -9,9 +9,9 @@ every sampler. The number of steps is an argument of a ``fori_loop`` and the loo
 the per-step keys from arrays padded to ``GRID_LENGTH`` steps. z_1 and the keys are drawn by one
 program per shape (the step count is an argument there too, under JAX's default partitionable
 threefry), so a new step count costs only a tiny program for λ. The sampler is an argument too,
-an index into the registered step functions: each step computes all of them (elementwise, beside one model call)
-and keeps the chosen one, so DDIM after DDPM compiles nothing; a sampler registered later makes
-a new program. (A ``lax.scan`` over ``steps`` would compile the whole model once per step
+an index into the registered step functions: each step computes all of them (elementwise,
+beside one model call) and keeps the chosen one, so DDIM after DDPM compiles nothing; a sampler
+registered later makes a new program. (A ``lax.scan`` over ``steps`` would compile the whole model once per step
 count; the loop keeps what a scan has over steps called one by one from Python: XLA hoists the
 work that does not change between steps out of the loop.) A trajectory is collected by calling
 one compiled step per step from Python.
