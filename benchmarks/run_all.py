@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT = ("models", "sampler", "volume", "registration", "compilation")
 SECTIONS = ("models", "sampler", "volume", "registration", "notebooks", "compilation",
             "teaching", "cpu_profile", "xla_flags", "checkpoints", "test_suite",
-            "model_build", "dit_ceiling", "sampler_sweep")  # RESULTS order
+            "model_build", "dit_ceiling", "sampler_sweep", "suite_census")  # RESULTS order
 
 
 def _read(section: str) -> dict | None:
@@ -505,7 +505,30 @@ def _sampler_sweep(r: dict) -> list[str]:
                          "scan", "loop", "loop ÷ scan"], totals)
 
 
-RENDER = {"sampler_sweep": _sampler_sweep, "dit_ceiling": _dit_ceiling, "model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
+def _suite_census(r: dict) -> list[str]:
+    out = ["## 15. Where the test suite's time goes: compilation", "",
+           "`benchmarks/bench_suite_census.py`: `make test`'s suite without the book (two workers, "
+           "whole files, smoke profile, empty data and compilation caches), with a plugin that "
+           "sums, per test, the seconds JAX reports in the test's own process for tracing, "
+           "lowering and XLA's backend compilation. Seconds of both workers together; files that "
+           "start processes (the CLI, fresh interpreters) compile in those, which the plugin "
+           f"does not see. Suite: {r['wall_s']:.0f} s wall ({r['summary']}).", ""]
+    share = r["in_process_backend_s"] / r["in_process_wall_s"]
+    out += _table(["tests", "test time s", "XLA backend compile s", "tracing s", "lowering s",
+                   "files that start no process: s", "of which compile s"],
+                  [[str(r["tests"]), _f(r["wall_s"], 0), _f(r["backend_s"], 0),
+                    _f(r["trace_s"], 0), _f(r["lower_s"], 0), _f(r["in_process_wall_s"], 0),
+                    f"{_f(r['in_process_backend_s'], 0)} ({share:.0%})"]])
+    out += _table(["file", "tests", "s", "compile s", "starts processes"],
+                  [[f"`{f['file']}`", str(f["tests"]), _f(f["wall_s"], 1),
+                    _f(f["backend_s"], 1), "yes" if f["starts_processes"] else ""]
+                   for f in r["files"]])
+    return out + _table(["slowest tests", "s", "compile s"],
+                        [[f"`{t['id']}`", _f(t["wall_s"], 1), _f(t["backend_s"], 1)]
+                         for t in r["slowest"]])
+
+
+RENDER = {"suite_census": _suite_census, "sampler_sweep": _sampler_sweep, "dit_ceiling": _dit_ceiling, "model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
           "registration": _registration, "notebooks": _notebooks, "compilation": _compilation,
           "teaching": _teaching}
 
