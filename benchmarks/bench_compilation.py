@@ -29,6 +29,7 @@ from benchmarks.common import (
     load,
     log,
     peak_rss_mib,
+    portable_path,
     run_worker,
     time_call,
     train_step_call,
@@ -71,7 +72,7 @@ def measure(name: str, profile: str, repeats: int) -> dict:
             "overhead_s": timing["first_s"] - timing["median_s"],
             "step_hits": counts["hits"] - before["hits"],
             "step_writes": counts["writes"] - before["writes"], **counts,
-            "cache_dir": str(folder) if folder else None, "peak_rss_mib": peak_rss_mib()}
+            "cache_dir": portable_path(folder) if folder else None, "peak_rss_mib": peak_rss_mib()}
 
 
 def _folder_size(folder: Path) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from benchmarks.common import (
     gemm_gflops,
     load,
     log,
+    portable_path,
     run_side,
     time_call,
     write_result,
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = result(rest[0], repeats) if what in ("model", "profile") else result(repeats)
         import xmodality_lite
 
-        print(json.dumps({**out, "package": str(Path(xmodality_lite.__file__).parent)}))
+        print(json.dumps({**out, "package": portable_path(Path(xmodality_lite.__file__).parent)}))
         return {}
 
     before = load()

@@ -19,7 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, extract_package, load, log, run_side, write_result
+from benchmarks.common import (
+    ROOT,
+    extract_package,
+    load,
+    log,
+    portable_path,
+    run_side,
+    write_result,
+)
 
 BASELINE = "2cbc01b"  # the last commit with the scan driver
 MODELS = ("adm", "uvit", "dit")
@@ -57,7 +65,7 @@ def _worker(name: str) -> dict:
                          "run_s": times[1], "checksum": float(np.abs(y).sum())})
             log(f"[sampler_sweep] {name} {sampler} {steps}: first {times[0]:.2f} s, "
                 f"then {times[1]:.2f} s")
-    return {"model": name, "rows": rows, "package": str(Path(xmodality_lite.__file__).parent)}
+    return {"model": name, "rows": rows, "package": portable_path(Path(xmodality_lite.__file__).parent)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -155,6 +155,16 @@ def machine() -> dict[str, Any]:
             "os": platform.platform(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` relative to this checkout, else its last two parts (a temporary folder's): a
+    result file names no machine's absolute path."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(Path(*path.parts[-2:]))
+
+
 def write_result(section: str, payload: dict[str, Any]) -> Path:
     """``benchmarks/results/<section>.json`` with the run's context, written atomically."""
     from xmodality_lite.io import atomic_write_text
