@@ -27,12 +27,11 @@ import os
 import statistics
 import sys
 
-from benchmarks.common import load, log, run_worker, write_result
+from benchmarks.common import BACKEND_COMPILE_EVENT, load, log, run_worker, write_result
 
 MODELS = ("unet", "adm", "uvit", "dit")
 WAYS = ("flax", "rank3", "flat")
 ABSTRACT = ("nnx", "package")  # flax.nnx.eval_shape, xmodality_lite.models.eval_shape
-COMPILE = "/jax/core/compile/backend_compile_duration"
 
 
 def measure(name: str, profile: str, way: str) -> dict:
@@ -47,7 +46,7 @@ def measure(name: str, profile: str, way: str) -> dict:
 
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
-        lambda event, duration, **_: compiles.append(duration) if event == COMPILE else None)
+        lambda event, duration, **_: compiles.append(duration) if event == BACKEND_COMPILE_EVENT else None)
     if way != "flat":  # replace the package's flat draw wherever a model looks it up
         flax_glorot = layers.flax_glorot
 

@@ -155,6 +155,12 @@ def machine() -> dict[str, Any]:
             "os": platform.platform(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
+# JAX's monitoring events for the three stages of a compilation (jax.monitoring duration events)
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+LOWER_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
 def portable_path(path: str | os.PathLike) -> str:
     """``path`` relative to this checkout, else its last two parts (a temporary folder's): a
     result file names no machine's absolute path."""

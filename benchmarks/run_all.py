@@ -512,11 +512,11 @@ def _suite_census(r: dict) -> list[str]:
            "sums, per test, the seconds JAX reports in the test's own process for tracing, "
            "lowering and XLA's backend compilation. Seconds of both workers together; files that "
            "start processes (the CLI, fresh interpreters) compile in those, which the plugin "
-           f"does not see. Suite: {r['wall_s']:.0f} s wall ({r['summary']}).", ""]
+           f"does not see. The suite: {r['wall_s']:.0f} s wall ({r['summary']}).", ""]
     share = r["in_process_backend_s"] / r["in_process_wall_s"]
     out += _table(["tests", "test time s", "XLA backend compile s", "tracing s", "lowering s",
                    "files that start no process: s", "of which compile s"],
-                  [[str(r["tests"]), _f(r["wall_s"], 0), _f(r["backend_s"], 0),
+                  [[str(r["tests"]), _f(r["test_s"], 0), _f(r["backend_s"], 0),
                     _f(r["trace_s"], 0), _f(r["lower_s"], 0), _f(r["in_process_wall_s"], 0),
                     f"{_f(r['in_process_backend_s'], 0)} ({share:.0%})"]])
     out += _table(["file", "tests", "s", "compile s", "starts processes"],
