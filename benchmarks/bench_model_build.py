@@ -1,14 +1,16 @@
-"""Building a model in a fresh process: its kernels drawn at their own shape, at rank 3, or flat.
+"""Building a model in a fresh process: its kernels drawn at their own shape, at rank 3, flat, or padded.
 
-A model is built eagerly, one small XLA program per initialiser and parameter shape, and with no
-compilation cache (a first lesson in Colab, a fresh clone's first test) each is compiled. Per
-model and profile, fresh worker processes alternate three ways of drawing the glorot-uniform
-kernels, with ``XMODALITY_JAX_CACHE=0``: ``flax`` (flax's ``glorot_uniform`` at every kernel's
-own shape, as the package first did), ``rank3`` (conv kernels drawn as [k·k, C_in, C_out] and
-reshaped, the rest as ``flax``: the package until this benchmark's third way) and ``flat`` (the
-package: :func:`xmodality_lite.models.layers.glorot`, every kernel drawn as one flat vector).
-Reported: the build's wall time, JAX's count of backend compilations and their seconds, and
-whether the two builds' parameters are equal bit for bit.
+A model is built eagerly, one small XLA program per initialiser and parameter shape drawn, and
+with no compilation cache (a first lesson in Colab, a fresh clone's first test) each is
+compiled. Per model and profile, fresh worker processes alternate four ways of drawing the
+kernels, with ``XMODALITY_JAX_CACHE=0``: ``flax`` (flax's initialisers at every kernel's own
+shape, as the package first did), ``rank3`` (glorot conv kernels drawn as [k·k, C_in, C_out] and
+reshaped, the rest as ``flax``), ``flat`` (glorot kernels drawn as one flat vector of their own
+length, the rest as ``flax``) and ``padded`` (the package: every kernel, glorot, lecun or
+truncated normal, the start of a flat draw of a padded length, one program per length;
+:func:`xmodality_lite.models.layers.draw_flat`). Reported: the build's wall time, JAX's count of
+backend compilations and their seconds, and whether the builds' parameters are equal bit for
+bit.
 
 Second table: the abstract build at the paper size (shapes only, what ``count_params``,
 ``model_flops`` and ``load_model`` start from), ``flax.nnx.eval_shape`` against the package's
@@ -30,7 +32,7 @@ import sys
 from benchmarks.common import BACKEND_COMPILE_EVENT, load, log, run_worker, write_result
 
 MODELS = ("unet", "adm", "uvit", "dit")
-WAYS = ("flax", "rank3", "flat")
+WAYS = ("flax", "rank3", "flat", "padded")
 ABSTRACT = ("nnx", "package")  # flax.nnx.eval_shape, xmodality_lite.models.eval_shape
 
 
@@ -47,17 +49,28 @@ def measure(name: str, profile: str, way: str) -> dict:
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, duration, **_: compiles.append(duration) if event == BACKEND_COMPILE_EVENT else None)
-    if way != "flat":  # replace the package's flat draw wherever a model looks it up
+    if way != "padded":  # replace the package's padded draws wherever a model looks them up
+        import math
+
+        jnp = jax.numpy
         flax_glorot = layers.flax_glorot
 
-        def rank3(key, shape, dtype=jax.numpy.float32):
+        def rank3(key, shape, dtype=jnp.float32):
             if len(shape) < 4:
                 return flax_glorot(key, shape, dtype)
             return flax_glorot(key, (shape[0] * shape[1], *shape[2:]), dtype).reshape(shape)
 
+        def flat(key, shape, dtype=jnp.float32):  # exactly as many numbers as the kernel has
+            receptive = math.prod(shape[:-2])
+            variance = jnp.array(2.0 / (receptive * (shape[-2] + shape[-1])), dtype=dtype)
+            u = jax.random.uniform(key, (math.prod(shape),), dtype, -1)
+            return (u * jnp.sqrt(3 * variance).astype(dtype)).reshape(shape)
+
+        draw = {"flax": flax_glorot, "rank3": rank3, "flat": flat}[way]
         for module in (layers, dit, transformer):
-            module.glorot = rank3 if way == "rank3" and module is layers else flax_glorot
-        layers.MultiHeadSelfAttention.__init__.__kwdefaults__["kernel_init"] = flax_glorot
+            module.glorot = draw
+        dit.lecun, dit.trunc_normal = layers.flax_lecun, layers.flax_trunc_normal
+        layers.MultiHeadSelfAttention.__init__.__kwdefaults__["kernel_init"] = draw
     jax.numpy.zeros(1).block_until_ready()  # backend start-up is not the build's
     compiles.clear()
     t0 = time.perf_counter()

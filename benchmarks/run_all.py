@@ -417,21 +417,27 @@ def _model_build(r: dict) -> list[str]:
     out = ["## 12. Building a model in a fresh process", "",
            "`benchmarks/bench_model_build.py`: each model built eagerly in fresh worker "
            "processes with the compilation cache off (a first lesson in Colab, a fresh clone's "
-           "first test), alternating three ways of drawing the glorot-uniform kernels: flax's "
-           "`glorot_uniform` at every kernel's own shape (flax), the conv kernels drawn as "
-           "[k·k, C_in, C_out] and reshaped (rank 3, the package before), and every kernel drawn "
-           "as one flat vector (flat, the package: `models.layers.glorot`); medians of "
-           f"{r['rows'][0]['rounds']} rounds. Every parameter shape drawn is one compiled "
-           "program, so a build is mostly compilation.", ""]
-    body = [[x["model"], x["profile"], f"{x['flax']['build_s']:.1f}",
-             f"{x['rank3']['build_s']:.1f}", f"{x['flat']['build_s']:.1f}",
-             f"{x['rank3']['build_s'] / x['flat']['build_s']:.2f}×",
-             f"{x['flax']['build_s'] / x['flat']['build_s']:.2f}×",
-             f"{x['flax']['compile_s']:.1f} → {x['rank3']['compile_s']:.1f} → "
-             f"{x['flat']['compile_s']:.1f}", "yes" if x["same_params"] else "**no**"]
+           "first test), alternating four ways of drawing the kernels: flax's initialisers "
+           "at every kernel's own shape (flax), the glorot conv kernels drawn as "
+           "[k·k, C_in, C_out] and reshaped (rank 3), every glorot kernel drawn as one flat "
+           "vector of its own length (flat, the package before), and every kernel the start of a "
+           "flat draw of a padded length, one compiled program per length (padded, the package: "
+           "`models.layers.draw_flat`, `xmodality_lite.prng`); medians of "
+           f"{r['rows'][0]['rounds']} rounds. Every shape drawn is one compiled program, so a "
+           "build is mostly compilation.", ""]
+    ways = [w for w in ("flax", "rank3", "flat", "padded") if w in r["rows"][0]]
+    last = ways[-1]
+    body = [[x["model"], x["profile"], *(f"{x[w]['build_s']:.1f}" for w in ways),
+             f"{x['flat']['build_s'] / x[last]['build_s']:.2f}×",
+             f"{x['flax']['build_s'] / x[last]['build_s']:.2f}×",
+             " → ".join(f"{x[w]['compile_s']:.1f}" for w in ways),
+             " → ".join(f"{x[w]['compiles']:.0f}" for w in ways),
+             "yes" if x["same_params"] else "**no**"]
             for x in r["rows"]]
-    out += _table(["model", "profile", "build s flax", "rank 3", "flat", "flat vs rank 3",
-                   "flat vs flax", "compile s", "parameters bit for bit equal"], body)
+    names = {"flax": "build s flax", "rank3": "rank 3", "flat": "flat", "padded": "padded"}
+    out += _table(["model", "profile", *(names[w] for w in ways), f"{last} vs flat",
+                   f"{last} vs flax", "compile s", "programs compiled",
+                   "parameters bit for bit equal"], body)
     if not r.get("abstract"):
         return out
     out += ["The same model with shapes only, at the paper size (what `count_params`, "

@@ -12,6 +12,7 @@ from flax import nnx
 from scipy.special import expit
 
 import xmodality_lite.diffusion as diff
+from xmodality_lite import prng
 
 KEY = jax.random.key(0)
 # one compilation per loss instead of one per eager primitive keeps these tests fast
@@ -329,26 +330,36 @@ def test_one_compiled_loop_serves_every_step_count_and_sampler():
 
 
 def test_start_draws_the_keys_of_a_split_in_steps():
-    """z_1 and the step keys come from one program per shape, the step count an argument: the
-    keys are ``split(key_steps, steps)`` (JAX's partitionable threefry numbers a split's
-    children by index), zero beyond ``steps``, and z_1 is the normal draw of the first key.
-    Other key schemes split in ``steps`` itself, a program per step count, with the same keys."""
+    """z_1 and the step keys come from one program per padded length, the step count an
+    argument: the keys are ``split(key_steps, steps)`` (JAX's partitionable threefry numbers a
+    split's children by index), zero beyond ``steps``, and z_1 is the normal draw of the first
+    key at its shape, the start of a flat draw of a padded length. Other key schemes split in
+    ``steps`` itself, a program per step count, with the same keys."""
     key_init, key_steps = jax.random.split(KEY)
-    start = partial(diff.samplers._start, shape=(2, 4, 4, 1), length=1024, per_key=False)
+    assert prng.draw_size(32, KEY) == prng.MIN_DRAW
+    start = partial(diff.samplers._start, size=prng.MIN_DRAW, length=1024, per_key=False)
     assert diff.samplers._key_draws(KEY, 5, 1024) == 1024
     for steps in (1, 5, 300):
         z_1, data = start(KEY, np.int32(steps), draws=1024)
         np.testing.assert_array_equal(data[:steps],
                                       jax.random.key_data(jax.random.split(key_steps, steps)))
         assert data.shape == (1024, 2) and not np.any(data[steps:])
-        np.testing.assert_array_equal(z_1, jax.random.normal(key_init, (2, 4, 4, 1)))
+        assert z_1.shape == (prng.MIN_DRAW,)
+        for shape in ((2, 4, 4, 1), (3, 8, 5, 2)):  # one program, every shape: the same numbers
+            np.testing.assert_array_equal(prng.cut(z_1, shape),
+                                          jax.random.normal(key_init, shape))
     np.testing.assert_array_equal(start(KEY, np.int32(steps), draws=steps)[1], data)
     rbg = jax.random.key(0, impl="rbg")
     assert diff.samplers._key_draws(rbg, 5, 1024) == 5
+    assert prng.draw_size(32, rbg) == 32
     with jax.threefry_partitionable(False):  # where split(k, n)[:m] != split(k, m)
         assert diff.samplers._key_draws(KEY, 5, 1024) == 5
+        assert prng.draw_size(32, KEY) == 32
         assert not np.array_equal(jax.random.key_data(jax.random.split(key_steps, 1024))[:5],
                                   jax.random.key_data(jax.random.split(key_steps, 5)))
+        # and a draw of n numbers is not the start of a longer one: no padding there
+        assert not np.array_equal(jax.random.normal(key_init, (64,))[:32],
+                                  jax.random.normal(key_init, (32,)))
 
 
 def test_a_sampler_registered_later_is_a_branch_of_a_new_program(monkeypatch):

@@ -275,6 +275,46 @@ def test_glorot_drawn_flat_equals_flax_glorot_bit_for_bit(shape, dtype):
         glorot(key, (5,))
 
 
+@pytest.mark.parametrize("shape", [(3, 3, 32, 16), (64, 4, 16), (300, 7)])
+def test_lecun_and_truncated_normal_drawn_flat_equal_flax_bit_for_bit(shape):
+    """DiT's two other initialisers, drawn the same way, equal flax's lecun_normal and
+    truncated_normal(0.02); the law's bounds hold (|x| < 2 σ of the untruncated normal)."""
+    from xmodality_lite.models import layers
+
+    key = jax.random.key(11)
+    lecun, trunc = layers.lecun(key, shape), layers.trunc_normal(key, shape)
+    np.testing.assert_array_equal(lecun, layers.flax_lecun(key, shape))
+    np.testing.assert_array_equal(trunc, layers.flax_trunc_normal(key, shape))
+    fan_in = np.prod(shape[:-1])
+    assert np.abs(lecun).max() < 2 * np.sqrt(1 / fan_in) / 0.87962566103423978
+    assert np.abs(trunc).max() < 2 * 0.02
+    with pytest.raises(ValueError, match="rank >= 2"):
+        layers.lecun(key, (5,))
+
+
+def test_a_model_draws_every_kernel_as_flax_would_from_few_programs(monkeypatch):
+    """A smoke DiT (all three initialisers) built with the padded flat draws has the parameters
+    it has with flax's own initialisers, bit for bit, and its kernels come from one compiled
+    draw per padded length (:mod:`xmodality_lite.prng`), not one per kernel shape."""
+    from xmodality_lite import prng
+    from xmodality_lite.models import dit, layers
+
+    layers._scaled_draw.clear_cache()
+    ours = nnx.state(build_model("dit", "smoke", rngs=nnx.Rngs(3)), nnx.Param)
+    kernels = [p for path, p in jax.tree_util.tree_leaves_with_path(ours)
+               if "kernel" in jax.tree_util.keystr(path) and np.any(p)]
+    sizes = {prng.draw_size(p.size, jax.random.key(0)) for p in kernels}
+    # one program per law (uniform, truncated normal) and padded length; a shape each before
+    assert layers._scaled_draw._cache_size() <= 2 * len(sizes) < len({p.shape for p in kernels})
+    for name in ("glorot", "lecun", "trunc_normal"):
+        monkeypatch.setattr(dit, name, getattr(layers, f"flax_{name}"))
+    monkeypatch.setitem(layers.MultiHeadSelfAttention.__init__.__kwdefaults__, "kernel_init",
+                        layers.flax_glorot)
+    theirs = nnx.state(build_model("dit", "smoke", rngs=nnx.Rngs(3)), nnx.Param)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_conv_layer_initialises_as_a_flax_glorot_conv():
     """The house conv (flat draw) starts from exactly the weights flax's own Conv would."""
     from xmodality_lite.models.layers import conv, flax_glorot

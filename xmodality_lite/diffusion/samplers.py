@@ -24,6 +24,7 @@ once per (structure, dtype/shape) and later calls, also with new weights, reuse 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from xmodality_lite import prng
 from xmodality_lite.diffusion.parametrisation import alpha_sigma, expand_logsnr, x0_from_v
 from xmodality_lite.diffusion.schedules import logsnr_cosine
 
@@ -162,17 +164,19 @@ def _grid_length(steps: int) -> int:
     return max(GRID_LENGTH, 1 << (steps - 1).bit_length())
 
 
-@partial(jax.jit, static_argnames=("shape", "length", "draws", "per_key"))
-def _start(key, steps, *, shape, length, draws, per_key):
-    """z_1 ~ N(0, I) in float32 and one key per step as raw key data, zero-padded to ``length``
-    steps; with ``per_key`` one z_1 of ``shape`` and one set of keys per key. The keys are
-    ``split(key_steps, steps)``, drawn as a split in ``draws`` (static) cut to ``steps`` (traced):
-    with ``draws=length`` one program serves every step count, which is exact where a split's
-    children are numbered by index (see :func:`_key_draws`)."""
+@partial(jax.jit, static_argnames=("size", "length", "draws", "per_key"))
+def _start(key, steps, *, size, length, draws, per_key):
+    """z_1 ~ N(0, I) in float32 as a flat draw of ``size`` numbers (cut to shape by
+    :func:`_drive`: one program serves every shape up to ``size``, :mod:`xmodality_lite.prng`)
+    and one key per step as raw key data, zero-padded to ``length`` steps; with ``per_key`` one
+    z_1 and one set of keys per key. The keys are ``split(key_steps, steps)``, drawn as a split
+    in ``draws`` (static) cut to ``steps`` (traced): with ``draws=length`` one program serves
+    every step count, which is exact where a split's children are numbered by index (see
+    :func:`_key_draws`)."""
 
     def chain(k):
         key_init, key_steps = jax.random.split(k)
-        z_1 = jax.random.normal(key_init, shape, jnp.float32)
+        z_1 = jax.random.normal(key_init, (size,), jnp.float32)
         data = jax.random.key_data(jax.random.split(key_steps, draws))
         data = jnp.pad(data, ((0, length - draws), (0, 0)))
         return z_1, jnp.where(jnp.arange(length)[:, None] < steps, data, 0)
@@ -182,11 +186,9 @@ def _start(key, steps, *, shape, length, draws, per_key):
 
 def _key_draws(key: jax.Array, steps: int, length: int) -> int:
     """How many step keys :func:`_start` splits off: ``length`` (one program for every step
-    count) under JAX's partitionable threefry, JAX's default, where ``split(k, n)[:m]`` equals
-    ``split(k, m)``; else ``steps``, a program per step count, as other key schemes need."""
-    if jax.config.jax_threefry_partitionable and str(jax.random.key_impl(key)) == "threefry2x32":
-        return length
-    return steps
+    count) where a split of ``steps`` is the start of a longer one (:func:`prng.prefix_draws`,
+    JAX's default); else ``steps``, a program per step count, as other key schemes need."""
+    return length if prng.prefix_draws(key) else steps
 
 
 @partial(jax.jit, static_argnames=("steps", "length", "schedule"))
@@ -242,8 +244,10 @@ def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False
         key = jax.random.wrap_key_data(key)
     shape = (1, *cond.shape[1:]) if per_key else tuple(cond.shape)
     length = _grid_length(steps)
-    z_t, key_data = _start(key, np.int32(steps), shape=shape, length=length,
-                           draws=_key_draws(key, steps, length), per_key=per_key)
+    lead = key.shape if per_key else ()
+    z_t, key_data = _start(key, np.int32(steps), size=prng.draw_size(math.prod(shape), key),
+                           length=length, draws=_key_draws(key, steps, length), per_key=per_key)
+    z_t = prng.cut(z_t, (*lead, *shape))
     logsnr = _logsnr_grid(steps=steps, length=length, schedule=schedule)
     which = np.int32(list(SAMPLERS).index(sampler))  # every registered step in the program
     static = {"step_fns": tuple(SAMPLERS.values()), "impl": str(jax.random.key_impl(key)),

@@ -10,12 +10,14 @@ of every diffusion model is the log-SNR λ. Argument names are the same everywhe
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from xmodality_lite import prng
 from xmodality_lite.models.attention import dot_product_attention
 from xmodality_lite.models.convolution import conv_general_dilated
 
@@ -25,24 +27,41 @@ Variant = Literal["published", "corrected"]
 VARIANTS = ("published", "corrected")
 
 EPS = 1e-6
-# Initialisers, one per role, as the reference code sets them:
-flax_glorot = nnx.initializers.glorot_uniform()  # what `glorot` equals, bit for bit
-lecun = nnx.initializers.lecun_normal()  # flax's default, kept by DiT's attention kernels
-trunc_normal = nnx.initializers.truncated_normal(0.02)  # DiT's time MLP
+# Initialisers, one per role, as the reference code sets them. The kernels' are defined below
+# (:func:`glorot`, :func:`lecun`, :func:`trunc_normal`), each equal bit for bit to the flax
+# initialiser here, drawn so that one program serves many shapes:
+flax_glorot = nnx.initializers.glorot_uniform()
+flax_lecun = nnx.initializers.lecun_normal()
+flax_trunc_normal = nnx.initializers.truncated_normal(0.02)
 zeros = nnx.initializers.zeros_init()  # biases; adaLN-Zero modulation and DiT's head
+
+
+@partial(jax.jit, static_argnames=("law", "size", "dtype"))
+def _scaled_draw(key: jax.Array, scale: jax.Array, *, law: str, size: int, dtype) -> jax.Array:
+    """``size`` numbers of ``law`` (U(−1, 1) or N(0, 1) truncated to (−2, 2)) times ``scale``:
+    the draw and the product flax's initialisers make, in one program."""
+    if law == "uniform":
+        return jax.random.uniform(key, (size,), dtype, -1) * scale
+    return jax.random.truncated_normal(key, -2, 2, (size,), dtype) * scale
+
+
+def draw_flat(law: str, key: jax.Array, shape, dtype, scale: jax.Array) -> jax.Array:
+    """``law``'s numbers at ``shape`` times ``scale``: flax's initialiser draw, bit for bit, as
+    the start of a padded flat draw (:mod:`xmodality_lite.prng`). One program serves every
+    kernel up to a padded length, where a draw at each shape compiled its own: a smoke ADM
+    builds in a fresh process in 1.6 s instead of 8 (benchmarks/RESULTS.md §12)."""
+    shape = tuple(int(n) for n in shape)
+    size = prng.draw_size(math.prod(shape), key)
+    return prng.cut(_scaled_draw(key, scale, law=law, size=size, dtype=jnp.dtype(dtype)), shape)
 
 
 def glorot(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     """Glorot-uniform kernels (every Dense, Conv and attention kernel unless a model says
-    otherwise): flax's ``glorot_uniform`` bit for bit, drawn as one flat vector and reshaped.
+    otherwise): flax's ``glorot_uniform`` bit for bit, drawn by :func:`draw_flat`.
 
     U(−1, 1) × √(3·variance), variance = 2 / (fan_in + fan_out), with the fans of the real
     shape (receptive field × C_in, receptive field × C_out), computed as flax's
-    ``variance_scaling`` does; JAX's counter-based PRNG numbers the elements in row-major order
-    whatever the shape, so the values are the same. Only compilation differs: every kernel shape
-    drawn eagerly is a new XLA program, and a flat draw compiles 2–3× faster than one of rank
-    3 or 4 and is shared by every kernel with as many elements: a smoke ADM builds in a fresh
-    process (no compilation cache) in 4.9 s instead of 10.7 s (benchmarks/RESULTS.md §12).
+    ``variance_scaling`` does.
     """
     shape = tuple(int(n) for n in shape)
     if len(shape) < 2:
@@ -50,8 +69,25 @@ def glorot(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     receptive = math.prod(shape[:-2])
     fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
     variance = jnp.array(1.0 / ((fan_in + fan_out) / 2), dtype=dtype)
-    u = jax.random.uniform(key, (math.prod(shape),), dtype, -1)
-    return (u * jnp.sqrt(3 * variance).astype(dtype)).reshape(shape)
+    return draw_flat("uniform", key, shape, dtype, jnp.sqrt(3 * variance).astype(dtype))
+
+
+def lecun(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """Lecun-normal kernels (flax's default, kept by DiT's attention): flax's ``lecun_normal``
+    bit for bit, drawn by :func:`draw_flat`. N(0, 1) truncated to (−2, 2), times
+    √(1 / fan_in) ÷ 0.8796 (the truncated law's standard deviation)."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < 2:
+        raise ValueError(f"lecun needs a kernel of rank >= 2; got shape {shape}")
+    variance = jnp.array(1.0 / (shape[-2] * math.prod(shape[:-2])), dtype=dtype)
+    scale = jnp.sqrt(variance) / jnp.array(0.87962566103423978, dtype)
+    return draw_flat("truncated_normal", key, shape, dtype, scale)
+
+
+def trunc_normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """N(0, 1) truncated to (−2, 2), times 0.02 (DiT's time MLP): flax's
+    ``truncated_normal(0.02)`` bit for bit, drawn by :func:`draw_flat`."""
+    return draw_flat("truncated_normal", key, shape, dtype, jnp.array(0.02, dtype))
 
 
 def gelu(x: jax.Array) -> jax.Array:
