@@ -42,4 +42,6 @@ def cut(flat: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     n = math.prod(shape) // math.prod(lead)
     if isinstance(flat, jax.core.Tracer) or len(flat.devices()) != 1:
         return flat[..., :n].reshape(shape)
-    return jax.device_put(np.asarray(flat)[..., :n].reshape(shape), flat.sharding)
+    host = np.asarray(flat)[..., :n].reshape(shape)
+    # placed as the slice would be: committed to flat's device only if flat was
+    return jax.device_put(host, flat.sharding if flat.committed else None)
