@@ -7,8 +7,10 @@ the only place the two samplers differ. The final sample is clipped to [−1, 1]
 Compilation: one loop program per (model structure, shape, dtype) serves every step count and
 every sampler. The number of steps is an argument of a ``fori_loop`` and the loop reads λ and
 the per-step keys from arrays padded to ``GRID_LENGTH`` steps. z_1 and the keys are drawn by one
-program per shape (the step count is an argument there too, under JAX's default partitionable
-threefry), so a new step count costs only a tiny program for λ. The sampler is an argument too,
+program per padded length of z_1 (the step count is an argument there too, and z_1 the start of
+a flat draw cut to shape, both under JAX's default partitionable threefry,
+:mod:`xmodality_lite.prng`), so a new step count costs only a tiny program for λ, and a new
+image shape no new draw. The sampler is an argument too,
 an index into the registered step functions: each step computes all of them (elementwise,
 beside one model call) and keeps the chosen one, so DDIM after DDPM compiles nothing; a sampler
 registered later makes a new program. (A ``lax.scan`` over ``steps`` would compile the whole model once per step
