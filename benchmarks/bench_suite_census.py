@@ -1,12 +1,18 @@
 """Where the test suite's time goes: per test and per file, wall time against XLA compilation.
 
-The suite without the book (``-m "not book"``), as ``make test`` runs it (two workers, whole
-files, the smoke profile), with empty data and compilation caches in a temporary folder, as on a
-fresh clone, and ``benchmarks.census_plugin`` loaded: it sums the seconds JAX reports for
-tracing, lowering and XLA's backend compilation in each test's own process. Tests that start
-processes (the CLI, notebooks) show wall time only.
+The whole suite, as ``make test`` runs it (two workers, whole files, the smoke profile, the book
+built with every notebook executed), with empty data and compilation caches in a temporary
+folder, as on a fresh clone. Two instruments:
 
-    python -m benchmarks.bench_suite_census          # 10-15 min, alone on the machine
+- ``benchmarks.census_plugin`` sums, per test, the seconds JAX reports for tracing, lowering
+  and XLA's backend compilation in the test's own process, beside the test's wall time;
+- ``benchmarks/compile_log/sitecustomize.py`` (on ``PYTHONPATH``) logs every program that every
+  Python process gets from XLA, compiled or loaded from the persistent cache: the pytest
+  workers, the CLI and interpreters the tests start, the book's notebook kernels. Each
+  compilation is charged to the notebook whose kernel (or a child of it) made it, else to the
+  test file that was running.
+
+    python -m benchmarks.bench_suite_census          # 20 min, alone on the machine
 """
 
 from __future__ import annotations
@@ -43,15 +49,26 @@ def starts_processes(test_file: Path) -> bool:
                                                         if h.is_file())])
 
 
+COMPILE_LOG = ROOT / "benchmarks" / "compile_log"  # its sitecustomize.py
+BOOK_LOG = ROOT / "_build" / "smoke-build.log"  # written by tests/test_book.py
+BOOK_TEST = "tests/test_book.py::"
+EXECUTING = re.compile(r"notebooks/(\w+)\.ipynb: Executing notebook")
+EXECUTED = re.compile(r"notebooks/(\w+)\.ipynb: Executed notebook in ([\d.]+) seconds")
+
+
 def census(folder: Path) -> dict:
-    """Run the suite with the plugin; records from every worker, pytest's last line."""
+    """Run the suite with both instruments; their records, pytest's last line, the book's log."""
+    (folder / "tests").mkdir()
+    (folder / "compiles").mkdir()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("XMODALITY_", "JAX_COMPILATION_CACHE"))}
     env.update(XMODALITY_PROFILE="smoke", XMODALITY_CACHE=str(folder / "cache"),
-               XMODALITY_CENSUS_DIR=str(folder), PYTHONPATH=str(ROOT))
+               XMODALITY_CENSUS_DIR=str(folder / "tests"),
+               XMODALITY_COMPILE_LOG=str(folder / "compiles"),
+               PYTHONPATH=str(COMPILE_LOG))  # not the checkout: test_wheel installs the package
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
            "-p", "benchmarks.census_plugin", "-n", "2", "--dist", "loadfile",
-           "--no-loadscope-reorder", "-m", "not book", "tests"]
+           "--no-loadscope-reorder", "tests"]
     load_before = load()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
@@ -59,10 +76,65 @@ def census(folder: Path) -> dict:
     wall = time.perf_counter() - t0
     tail = next((line.strip("= ") for line in reversed(proc.stdout.splitlines())
                  if re.search(r"\d+ (passed|failed)", line)), "")
-    records = [json.loads(line) for path in folder.glob("*.jsonl")
-               for line in path.read_text().splitlines()]
+    def read(sub):
+        return [json.loads(line) for path in (folder / sub).glob("*.jsonl")
+                for line in path.read_text().splitlines() if line.strip()]
+
     return {"wall_s": round(wall, 1), "summary": tail, "returncode": proc.returncode,
-            "records": records, "load_before": load_before, "load_after": load()}
+            "output": proc.stdout, "records": read("tests"), "compiles": read("compiles"),
+            "book_log": BOOK_LOG.read_text() if BOOK_LOG.is_file() else "",
+            "load_before": load_before, "load_after": load()}
+
+
+def owners(compiles: list[dict], book_log: str) -> dict[int, str]:
+    """pid -> who made its compilations: ``book: <notebook>`` for a notebook's kernel and its
+    children (kernels start one after another, in the order the book's log executes them),
+    else the file of the test that was running."""
+    kernels = sorted((r["t"], r["pid"]) for r in compiles  # other tests' kernels are theirs
+                     if r.get("kernel_start") and r["test"].startswith(BOOK_TEST))
+    notebooks = EXECUTING.findall(book_log)
+    if len(kernels) != len(notebooks):  # named by their order only
+        log(f"[suite_census] {len(kernels)} kernels started but the book's log executes "
+            f"{len(notebooks)} notebooks")
+        notebooks = [f"kernel {k + 1}" for k in range(len(kernels))]
+    kernel_of = {pid: f"book: {nb}" for (_, pid), nb in zip(kernels, notebooks, strict=True)}
+    parent = {r["pid"]: r["ppid"] for r in compiles}
+    who = {}
+    for r in compiles:
+        pid, seen = r["pid"], 0
+        while pid in parent and pid not in kernel_of and seen < 8:
+            pid, seen = parent[pid], seen + 1
+        who.setdefault(r["pid"], kernel_of.get(pid) or r["test"].split("::")[0] or "(no test)")
+    return who
+
+
+def summarise_compiles(compiles: list[dict], book_log: str) -> dict:
+    """Compilations and cache loads of every process, per owner and per program."""
+    rows = [r for r in compiles if "program" in r]
+    who = owners(compiles, book_log)
+
+    def sums(group):
+        made = [r["s"] for r in group if not r["hit"]]
+        loaded = [r["s"] for r in group if r["hit"]]
+        return {"compiles": len(made), "compile_s": round(sum(made), 1),
+                "loads": len(loaded), "load_s": round(sum(loaded), 1)}
+
+    by_owner, by_program = collections.defaultdict(list), collections.defaultdict(list)
+    for r in rows:
+        by_owner[who[r["pid"]]].append(r)
+        by_program[r["program"]].append(r)
+    per_owner = sorted(({"owner": k, **sums(v)} for k, v in by_owner.items()),
+                       key=lambda x: -x["compile_s"])
+    per_program = sorted(({"program": k, **sums(v),
+                           "owners": len({who[r["pid"]] for r in v if not r["hit"]})}
+                          for k, v in by_program.items()), key=lambda x: -x["compile_s"])
+    book = [r for r in rows if who[r["pid"]].startswith("book: ")]
+    executed = {nb: float(s) for nb, s in EXECUTED.findall(book_log)}
+    notebooks = [{"notebook": nb, "executed_s": s,
+                  **sums([r for r in book if who[r["pid"]] == f"book: {nb}"])}
+                 for nb, s in executed.items()]
+    return {"all": sums(rows), "book": sums(book), "processes": len(who),
+            "owners": per_owner[:20], "programs": per_program[:20], "notebooks": notebooks}
 
 
 def summarise(records: list[dict]) -> dict:
@@ -94,12 +166,16 @@ def summarise(records: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="xmodality_census_") as tmp:
-        log("[suite_census] the suite without the book, fresh caches (10-15 min)")
+        log("[suite_census] the whole suite, fresh caches (about 20 min)")
         run = census(Path(tmp))
     log(f"[suite_census] {run['wall_s']:.0f} s: {run['summary']}")
     if run["returncode"]:
-        raise SystemExit(f"the suite failed: {run['summary']}")
+        failed = "\n".join(line for line in run["output"].splitlines() if line.startswith("FAILED"))
+        raise SystemExit(f"the suite failed: {run['summary']}\n{failed}")
+    del run["output"]
     payload = run | summarise(run["records"])  # the records too: summarise again at will
+    # every program of every process: thousands of lines, summarised here and not stored
+    payload["compile_census"] = summarise_compiles(payload.pop("compiles"), payload.pop("book_log"))
     write_result("suite_census", payload)
     return payload
 

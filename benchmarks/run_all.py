@@ -512,13 +512,16 @@ def _sampler_sweep(r: dict) -> list[str]:
 
 
 def _suite_census(r: dict) -> list[str]:
+    whole = "compile_census" in r  # since session 16: the whole suite, every process
     out = ["## 15. Where the test suite's time goes: compilation", "",
-           "`benchmarks/bench_suite_census.py`: `make test`'s suite without the book (two workers, "
-           "whole files, smoke profile, empty data and compilation caches), with a plugin that "
-           "sums, per test, the seconds JAX reports in the test's own process for tracing, "
-           "lowering and XLA's backend compilation. Seconds of both workers together; files that "
-           "start processes (the CLI, fresh interpreters) compile in those, which the plugin "
-           f"does not see. The suite: {r['wall_s']:.0f} s wall ({r['summary']}).", ""]
+           "`benchmarks/bench_suite_census.py`: `make test`'s suite"
+           + ("" if whole else " without the book")
+           + " (two workers, whole files, smoke profile, empty data and compilation caches), with "
+           "a plugin that sums, per test, the seconds JAX reports in the test's own process for "
+           "tracing, lowering and XLA's backend compilation. Seconds of both workers together; "
+           "files that start processes (the CLI, fresh interpreters, the book's notebook kernels) "
+           f"compile in those, which the plugin does not see. The suite: {r['wall_s']:.0f} s wall "
+           f"({r['summary']}).", ""]
     share = r["in_process_backend_s"] / r["in_process_wall_s"]
     out += _table(["tests", "test time s", "XLA backend compile s", "tracing s", "lowering s",
                    "files that start no process: s", "of which compile s"],
@@ -529,9 +532,31 @@ def _suite_census(r: dict) -> list[str]:
                   [[f"`{f['file']}`", str(f["tests"]), _f(f["wall_s"], 1),
                     _f(f["backend_s"], 1), "yes" if f["starts_processes"] else ""]
                    for f in r["files"]])
-    return out + _table(["slowest tests", "s", "compile s"],
-                        [[f"`{t['id']}`", _f(t["wall_s"], 1), _f(t["backend_s"], 1)]
-                         for t in r["slowest"]])
+    out += _table(["slowest tests", "s", "compile s"],
+                  [[f"`{t['id']}`", _f(t["wall_s"], 1), _f(t["backend_s"], 1)]
+                   for t in r["slowest"]])
+    if not whole:
+        return out
+    c = r["compile_census"]
+    out += ["**Every process** (`benchmarks/compile_log/sitecustomize.py`: the pytest workers, the "
+            "processes the tests start, the notebook kernels; each compilation charged to the "
+            "notebook whose kernel made it, else to the running test's file). Seconds to get "
+            "each program's executable: compiled, or loaded from the persistent cache another "
+            f"process filled. {c['processes']} processes got programs from XLA.", ""]
+    out += _table(["", "programs compiled", "compile s", "loaded from the cache", "load s"],
+                  [[k, str(c[key]["compiles"]), _f(c[key]["compile_s"], 0),
+                    str(c[key]["loads"]), _f(c[key]["load_s"], 0)]
+                   for k, key in (("whole suite", "all"), ("the book's notebooks", "book"))])
+    out += _table(["who compiles", "programs", "compile s", "loads", "load s"],
+                  [[f"`{o['owner']}`", str(o["compiles"]), _f(o["compile_s"], 1),
+                    str(o["loads"]), _f(o["load_s"], 1)] for o in c["owners"][:15]])
+    out += _table(["notebook", "executed s", "programs compiled", "compile s", "loaded", "load s"],
+                  [[n["notebook"], _f(n["executed_s"], 1), str(n["compiles"]),
+                    _f(n["compile_s"], 1), str(n["loads"]), _f(n["load_s"], 1)]
+                   for n in c["notebooks"]])
+    return out + _table(["program", "compiled", "compile s", "by how many owners", "loaded"],
+                        [[f"`{g['program']}`", str(g["compiles"]), _f(g["compile_s"], 1),
+                          str(g["owners"]), str(g["loads"])] for g in c["programs"][:12]])
 
 
 RENDER = {"suite_census": _suite_census, "sampler_sweep": _sampler_sweep, "dit_ceiling": _dit_ceiling, "model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
