@@ -85,21 +85,22 @@ def test_compile_log_is_inert_without_its_variable(tmp_path):
 def test_kernels_are_matched_to_notebooks_in_execution_order():
     def rec(pid, ppid, t, **kw):
         return {"pid": pid, "ppid": ppid, "t": t, "test": "tests/test_book.py::test_build_succeeds",
-                **kw}
+                **kw}  # test: overridden by kw
 
     compiles = [rec(20, 1, 5.0, kernel_start=True), rec(10, 1, 1.0, kernel_start=True),
                 rec(10, 1, 2.0, program="jit_a", s=3.0, hit=False),
                 rec(11, 10, 3.0, program="jit_b", s=1.0, hit=False),  # a child of the first kernel
                 rec(20, 1, 6.0, program="jit_a", s=0.1, hit=True),
                 rec(30, 2, 7.0, program="jit_c", s=2.0, hit=False, test="tests/test_m.py::t"),
-                rec(40, 2, 0.5, kernel_start=True, test="tests/test_wheel.py::t")]  # not the book's
+                rec(40, 2, 0.5, kernel_start=True, test="tests/test_wheel.py::t"),  # not the book's
+                rec(41, 30, 8.0, program="jit_d", s=1.0, hit=False, test="")]  # its parent's test
     log = ("/r/notebooks/00_tour.ipynb: Executing notebook using local CWD\n"
            "/r/notebooks/00_tour.ipynb: Executed notebook in 12.50 seconds\n"
            "/r/notebooks/01_data.ipynb: Executing notebook using local CWD\n"
            "/r/notebooks/01_data.ipynb: Executed notebook in 3.25 seconds\n")
     assert owners(compiles, log) == {10: "book: 00_tour", 11: "book: 00_tour",
                                      20: "book: 01_data", 30: "tests/test_m.py",
-                                     40: "tests/test_wheel.py"}
+                                     40: "tests/test_wheel.py", 41: "tests/test_m.py"}
     s = summarise_compiles(compiles, log)
     assert s["book"] == {"compiles": 2, "compile_s": 4.0, "loads": 1, "load_s": 0.1}
     assert s["notebooks"] == [
