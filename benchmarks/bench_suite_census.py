@@ -121,7 +121,11 @@ def owners(compiles: list[dict], book_log: str) -> dict[int, str]:
 def summarise_compiles(compiles: list[dict], book_log: str) -> dict:
     """Compilations and cache loads of every process, per owner and per program."""
     rows = [r for r in compiles if "program" in r]
-    who = owners(compiles, book_log)
+    process = owners(compiles, book_log)
+
+    def owner(r):  # a pytest worker runs many files: each compilation goes to its own test's
+        mine = process[r["pid"]]
+        return mine if mine.startswith("book: ") or not r["test"] else r["test"].split("::")[0]
 
     def sums(group):
         made = [r["s"] for r in group if not r["hit"]]
@@ -131,19 +135,19 @@ def summarise_compiles(compiles: list[dict], book_log: str) -> dict:
 
     by_owner, by_program = collections.defaultdict(list), collections.defaultdict(list)
     for r in rows:
-        by_owner[who[r["pid"]]].append(r)
+        by_owner[owner(r)].append(r)
         by_program[r["program"]].append(r)
     per_owner = sorted(({"owner": k, **sums(v)} for k, v in by_owner.items()),
                        key=lambda x: -x["compile_s"])
     per_program = sorted(({"program": k, **sums(v),
-                           "owners": len({who[r["pid"]] for r in v if not r["hit"]})}
+                           "owners": len({owner(r) for r in v if not r["hit"]})}
                           for k, v in by_program.items()), key=lambda x: -x["compile_s"])
-    book = [r for r in rows if who[r["pid"]].startswith("book: ")]
+    book = [r for r in rows if owner(r).startswith("book: ")]
     executed = {nb: float(s) for nb, s in EXECUTED.findall(book_log)}
     notebooks = [{"notebook": nb, "executed_s": s,
-                  **sums([r for r in book if who[r["pid"]] == f"book: {nb}"])}
+                  **sums([r for r in book if owner(r) == f"book: {nb}"])}
                  for nb, s in executed.items()]
-    return {"all": sums(rows), "book": sums(book), "processes": len(who),
+    return {"all": sums(rows), "book": sums(book), "processes": len(process),
             "owners": per_owner[:20], "programs": per_program[:20], "notebooks": notebooks}
 
 

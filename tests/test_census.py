@@ -93,7 +93,8 @@ def test_kernels_are_matched_to_notebooks_in_execution_order():
                 rec(20, 1, 6.0, program="jit_a", s=0.1, hit=True),
                 rec(30, 2, 7.0, program="jit_c", s=2.0, hit=False, test="tests/test_m.py::t"),
                 rec(40, 2, 0.5, kernel_start=True, test="tests/test_wheel.py::t"),  # not the book's
-                rec(41, 30, 8.0, program="jit_d", s=1.0, hit=False, test="")]  # its parent's test
+                rec(41, 30, 8.0, program="jit_d", s=1.0, hit=False, test=""),  # its parent's test
+                rec(30, 2, 9.0, program="jit_e", s=0.5, hit=False, test="tests/test_n.py::u")]
     log = ("/r/notebooks/00_tour.ipynb: Executing notebook using local CWD\n"
            "/r/notebooks/00_tour.ipynb: Executed notebook in 12.50 seconds\n"
            "/r/notebooks/01_data.ipynb: Executing notebook using local CWD\n"
@@ -103,6 +104,9 @@ def test_kernels_are_matched_to_notebooks_in_execution_order():
                                      40: "tests/test_wheel.py", 41: "tests/test_m.py"}
     s = summarise_compiles(compiles, log)
     assert s["book"] == {"compiles": 2, "compile_s": 4.0, "loads": 1, "load_s": 0.1}
+    # a worker's compilations go to the test running each, a child's to its parent's test
+    assert {o["owner"]: o["compile_s"] for o in s["owners"]} == {
+        "book: 00_tour": 4.0, "tests/test_m.py": 3.0, "tests/test_n.py": 0.5, "book: 01_data": 0.0}
     assert s["notebooks"] == [
         {"notebook": "00_tour", "executed_s": 12.5, "compiles": 2, "compile_s": 4.0,
          "loads": 0, "load_s": 0.0},
