@@ -33,7 +33,7 @@ PARENT = textwrap.dedent("""
 
     print(float(jax.jit(census_probe)(jnp.ones((8, 8)))))
     if sys.argv[1:] == ["parent"]:
-        subprocess.run([sys.executable, "-c", __CODE__, "child"], check=True)
+        subprocess.run([*sys.orig_argv[:3], "child"], check=True)  # python -c <this code>
 """)
 
 
@@ -45,8 +45,7 @@ def _run_logged(tmp_path: Path) -> list[dict]:
     env.update(XMODALITY_COMPILE_LOG=str(log), XMODALITY_JAX_CACHE=str(tmp_path / "jax"),
                PYTEST_CURRENT_TEST="tests/test_x.py::test_y (call)", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(COMPILE_LOG), str(ROOT)]))
-    code = PARENT.replace("__CODE__", repr(PARENT.replace("__CODE__", "''")))
-    proc = subprocess.run([sys.executable, "-c", code, "parent"], cwd=ROOT, env=env, text=True,
+    proc = subprocess.run([sys.executable, "-c", PARENT, "parent"], cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for p in log.glob("*.jsonl") for line in p.read_text().splitlines()]

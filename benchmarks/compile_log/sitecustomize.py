@@ -34,9 +34,13 @@ def _write(record: dict) -> None:
 def _wrap(compiler) -> None:
     from jax._src import monitoring
 
-    hits = [0]
-    monitoring.register_event_listener(
-        lambda name, **_: hits.__setitem__(0, hits[0] + (name == "/jax/compilation_cache/cache_hits")))
+    hits = [0]  # JAX's persistent-cache hits so far in this process
+
+    def count_hit(name: str, **_) -> None:
+        if name == "/jax/compilation_cache/cache_hits":
+            hits[0] += 1
+
+    monitoring.register_event_listener(count_hit)
     compile_or_get_cached = compiler.compile_or_get_cached
 
     def logged(backend, computation, *args, **kwargs):
