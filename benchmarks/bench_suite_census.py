@@ -148,7 +148,24 @@ def summarise_compiles(compiles: list[dict], book_log: str) -> dict:
                   **sums([r for r in book if owner(r) == f"book: {nb}"])}
                  for nb, s in executed.items()]
     return {"all": sums(rows), "book": sums(book), "processes": len(process),
-            "owners": per_owner[:20], "programs": per_program[:20], "notebooks": notebooks}
+            "owners": per_owner[:20], "programs": per_program[:20], "notebooks": notebooks,
+            "repeats": repeats(rows, owner)}
+
+
+def repeats(rows: list[dict], owner) -> dict:
+    """The same program text compiled more than once: work the persistent cache did not save
+    (two processes compiling it at the same time, or one that could not read the cache)."""
+    made = collections.defaultdict(list)
+    for r in rows:
+        if not r["hit"] and r.get("fingerprint"):
+            made[r["fingerprint"]].append(r)
+    again = sorted((v for v in made.values() if len(v) > 1),
+                   key=lambda v: -sum(r["s"] for r in v[1:]))
+    return {"programs": len(again), "extra_compiles": sum(len(v) - 1 for v in again),
+            "extra_s": round(sum(r["s"] for v in again for r in v[1:]), 1),
+            "worst": [{"program": v[0]["program"], "times": len(v),
+                       "extra_s": round(sum(r["s"] for r in v[1:]), 1),
+                       "owners": sorted({owner(r) for r in v})} for v in again[:5]]}
 
 
 def summarise(records: list[dict]) -> dict:

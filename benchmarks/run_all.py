@@ -554,9 +554,19 @@ def _suite_census(r: dict) -> list[str]:
                   [[n["notebook"], _f(n["executed_s"], 1), str(n["compiles"]),
                     _f(n["compile_s"], 1), str(n["loads"]), _f(n["load_s"], 1)]
                    for n in c["notebooks"]])
-    return out + _table(["program", "compiled", "compile s", "by how many owners", "loaded"],
-                        [[f"`{g['program']}`", str(g["compiles"]), _f(g["compile_s"], 1),
-                          str(g["owners"]), str(g["loads"])] for g in c["programs"][:12]])
+    out += _table(["program", "compiled", "compile s", "by how many owners", "loaded"],
+                  [[f"`{g['program']}`", str(g["compiles"]), _f(g["compile_s"], 1),
+                    str(g["owners"]), str(g["loads"])] for g in c["programs"][:12]])
+    if "repeats" not in c:
+        return out
+    rep = c["repeats"]
+    out += [f"**The same program compiled twice** (same text, sha-256 of its StableHLO): "
+            f"{rep['programs']} programs, {rep['extra_compiles']} compilations more than needed, "
+            f"{_f(rep['extra_s'], 1)} s of the {_f(c['all']['compile_s'], 0)} s above: the rest "
+            "are programs compiled once each.", ""]
+    return out + _table(["program", "compiled", "extra s", "by"],
+                        [[f"`{w['program']}`", str(w["times"]), _f(w["extra_s"], 1),
+                          ", ".join(f"`{o}`" for o in w["owners"])] for w in rep["worst"]])
 
 
 RENDER = {"suite_census": _suite_census, "sampler_sweep": _sampler_sweep, "dit_ceiling": _dit_ceiling, "model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,

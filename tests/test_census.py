@@ -63,9 +63,26 @@ def test_compile_log_sees_children_and_cache_loads(tmp_path):
     assert (first["hit"], second["hit"]) == (False, True)  # the child loads the parent's program
     assert second["ppid"] == first["pid"]
     assert {r["test"] for r in probe} == {"tests/test_x.py::test_y"}
+    assert first["fingerprint"] == second["fingerprint"] is not None  # the same program text
     summary = summarise_compiles(records, "")
     assert summary["all"]["compiles"] >= 1 and summary["all"]["loads"] >= 1
     assert [o["owner"] for o in summary["owners"]] == ["tests/test_x.py"]
+    assert summary["repeats"]["extra_compiles"] == 0  # the child loaded, it did not compile
+
+
+def test_the_same_program_compiled_twice_is_counted_once_as_extra():
+    def rec(pid, program, fingerprint, s, hit=False, test="tests/test_a.py::t"):
+        return {"pid": pid, "ppid": 1, "t": float(pid), "test": test, "program": program,
+                "s": s, "hit": hit, "fingerprint": fingerprint}
+    records = [rec(10, "jit_step", "aa", 3.0), rec(11, "jit_step", "aa", 2.5,
+                                                    test="tests/test_b.py::t"),
+               rec(12, "jit_step", "aa", 0.01, hit=True),  # a load is no repeat
+               rec(12, "jit_step", "bb", 4.0),  # same name, another program
+               rec(13, "jit_f", "cc", 1.0), rec(13, "jit_f", None, 1.0),
+               rec(14, "jit_f", None, 1.0)]  # no fingerprint: not counted
+    rep = summarise_compiles(records, "")["repeats"]
+    assert (rep["programs"], rep["extra_compiles"], rep["extra_s"]) == (1, 1, 2.5)
+    assert rep["worst"][0]["owners"] == ["tests/test_a.py", "tests/test_b.py"]
 
 
 def test_compile_log_is_inert_without_its_variable(tmp_path):

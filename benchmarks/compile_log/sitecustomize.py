@@ -13,6 +13,7 @@ compile_or_get_cached`` (private: written against JAX 0.10), as soon as JAX impo
 
 from __future__ import annotations
 
+import hashlib
 import importlib.abc
 import importlib.util
 import json
@@ -51,7 +52,13 @@ def _wrap(compiler) -> None:
             name = str(computation.operation.attributes["sym_name"]).strip('"')
         except Exception:  # noqa: BLE001 - a name is a nicety
             name = "?"
-        _write({"program": name, "s": round(seconds, 4), "hit": hits[0] > before})
+        try:  # the program's text: the same text compiled twice is work the cache did not save
+            text = computation.operation.get_asm(enable_debug_info=False)
+            fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+        except Exception:  # noqa: BLE001
+            fingerprint = None
+        _write({"program": name, "s": round(seconds, 4), "hit": hits[0] > before,
+                "fingerprint": fingerprint})
         return executable
 
     compiler.compile_or_get_cached = logged
