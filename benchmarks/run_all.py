@@ -364,8 +364,12 @@ def _xla_flags(r: dict) -> list[str]:
             "forward): " + "; ".join(f"`{f}` {w:.2f}×" for f, w in worst.items())
             + ". A flag is adopted only if it is faster everywhere: "
             + (", ".join(everywhere) if everywhere else "none is") + ".", ""]
-    spread = [f"{m} train {min(v):.3f}–{max(v):.3f} s" for (m, _), v in runs.items() if len(v) > 1]
-    out += [("The defaults alone, run to run within one run: " + ", ".join(spread)
+    by_run: dict = {}  # machines drift between runs: each run's spread is stated on its own
+    for (m, run), v in runs.items():
+        if len(v) > 1:
+            by_run.setdefault(run, []).append(f"{m} train {min(v):.3f}–{max(v):.3f} s")
+    spread = [f"run of {run[5:16].replace('T', ' ')}: " + ", ".join(v) for run, v in by_run.items()]
+    out += [("The defaults alone, run to run within one run (" + "; ".join(spread) + ")"
              + "; a speed-up inside that spread is noise. " if spread else "")
             + "Outputs bitwise equal under a flag mean it did not change which library "
             "computes these layers.", ""]
