@@ -159,13 +159,13 @@ def repeats(rows: list[dict], owner) -> dict:
     for r in rows:
         if not r["hit"] and r.get("fingerprint"):
             made[r["fingerprint"]].append(r)
-    again = sorted((v for v in made.values() if len(v) > 1),
-                   key=lambda v: -sum(r["s"] for r in v[1:]))
-    return {"programs": len(again), "extra_compiles": sum(len(v) - 1 for v in again),
-            "extra_s": round(sum(r["s"] for v in again for r in v[1:]), 1),
-            "worst": [{"program": v[0]["program"], "times": len(v),
-                       "extra_s": round(sum(r["s"] for r in v[1:]), 1),
-                       "owners": sorted({owner(r) for r in v})} for v in again[:5]]}
+    # (seconds after the first compilation, the compilations), the costliest first
+    again = sorted(((sum(r["s"] for r in v[1:]), v) for v in made.values() if len(v) > 1),
+                   key=lambda e: -e[0])
+    return {"programs": len(again), "extra_compiles": sum(len(v) - 1 for _, v in again),
+            "extra_s": round(sum(extra for extra, _ in again), 1),
+            "worst": [{"program": v[0]["program"], "times": len(v), "extra_s": round(extra, 1),
+                       "owners": sorted({owner(r) for r in v})} for extra, v in again[:5]]}
 
 
 def summarise(records: list[dict]) -> dict:
