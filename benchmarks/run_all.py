@@ -23,7 +23,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT = ("models", "sampler", "volume", "registration", "compilation")
 SECTIONS = ("models", "sampler", "volume", "registration", "notebooks", "compilation",
             "teaching", "cpu_profile", "xla_flags", "checkpoints", "test_suite",
-            "model_build", "dit_ceiling", "sampler_sweep", "suite_census")  # RESULTS order
+            "model_build", "dit_ceiling", "sampler_sweep", "suite_census",
+            "flat_adam")  # RESULTS order
 
 
 def _read(section: str) -> dict | None:
@@ -573,7 +574,41 @@ def _suite_census(r: dict) -> list[str]:
                           ", ".join(f"`{o}`" for o in w["owners"])] for w in rep["worst"]])
 
 
-RENDER = {"suite_census": _suite_census, "sampler_sweep": _sampler_sweep, "dit_ceiling": _dit_ceiling, "model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
+def _flat_adam(r: dict) -> list[str]:
+    out = ["## 16. Adam on one flat vector, or per parameter tensor", "",
+           "`benchmarks/bench_flat_adam.py`: the train step of `training.make_train_step` (the "
+           "profile's batch, Adam schedule and EMA) with the package's Adam, one update per "
+           "parameter tensor, and with `optax.flatten` around the same Adam (gradients "
+           "concatenated, the moments kept as one vector each, the update split back). Fresh "
+           f"processes, compilation cache off, the sides alternating, {r['rounds']} round(s); "
+           f"step = median of the {r['steps'] - 1} steps after the first. Max |Δθ|: the weights "
+           f"after {r['steps']} steps from the same start (every 97th), against the largest "
+           "weight.", ""]
+    body = []
+    for x in r["rows"]:
+        (c0, c1), (s0, s1), (f0, f1) = x["compile_s"], x["step_s"], x["fusions"]
+        body.append([x["profile"], x["model"], str(x["tensors"]), f"{f0:,} → {f1:,}",
+                     f"{c0:.1f} → {c1:.1f}", f"{c0 / c1:.2f}×", f"{1e3 * s0:.1f} → {1e3 * s1:.1f}",
+                     f"{s0 / s1:.2f}×",
+                     "equal" if x["bit_equal"] else
+                     f"{x['max_weight_diff']:.1e} (of {x['max_weight']:.2f})"])
+    out += _table(["profile", "model", "tensors", "kernels", "compile s", "compile speed-up",
+                   "step ms", "step speed-up", "max |Δθ|"], body)
+    differ = [x for x in r["rows"] if not x["bit_equal"]]
+    speedups = [v for x in r["rows"] for v in (x["compile_s"][0] / x["compile_s"][1],
+                                              x["step_s"][0] / x["step_s"][1])]
+    out += [f"Compile and step speed-ups range from {min(speedups):.2f}× to {max(speedups):.2f}×: "
+            + ("faster everywhere" if min(speedups) >= 1.0 else "not faster everywhere") + ". "
+            + (f"The weights differ in the last bits in {len(differ)} of {len(r['rows'])} cases "
+               "(the same arithmetic in other kernels rounds differently), and `make checkpoints` "
+               "reproduces the shipped weights bit for bit (§10): adopting it would mean "
+               "retraining and re-recording them. " if differ else
+               "The weights are bit for bit the same. ")
+            + ("Not adopted." if differ or min(speedups) < 1.0 else ""), ""]
+    return out
+
+
+RENDER = {"flat_adam": _flat_adam, "suite_census": _suite_census, "sampler_sweep": _sampler_sweep, "dit_ceiling": _dit_ceiling, "model_build": _model_build, "test_suite": _test_suite, "xla_flags": _xla_flags, "checkpoints": _checkpoints, "cpu_profile": _cpu_profile, "models": _models, "sampler": _sampler, "volume": _volume,
           "registration": _registration, "notebooks": _notebooks, "compilation": _compilation,
           "teaching": _teaching}
 
