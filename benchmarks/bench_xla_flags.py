@@ -19,6 +19,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -54,8 +55,17 @@ def _worker(name: str, repeats: int) -> dict:
     return out
 
 
+def _environment(flags: str) -> dict[str, str]:
+    """The worker's environment for a candidate: ``NAME=value`` words are environment variables
+    (e.g. glibc's ``MALLOC_MMAP_MAX_=0``, read when the process starts), the rest ``XLA_FLAGS``."""
+    words = flags.split()
+    assigned = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", w))
+    xla = " ".join(w for w in words if not re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", w))
+    return {**os.environ, **assigned, "XLA_FLAGS": xla, "XMODALITY_JAX_CACHE": "0"}
+
+
 def _run(name: str, flags: str, repeats: int) -> dict:
-    env = {**os.environ, "XLA_FLAGS": flags, "XMODALITY_JAX_CACHE": "0"}
+    env = _environment(flags)
     proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_xla_flags", "--worker", name,
                            str(repeats)], cwd=ROOT, env=env, text=True, capture_output=True)
     lines = proc.stdout.strip().splitlines()
@@ -69,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "REPEATS"))
     parser.add_argument("--flags", action="append", help="a candidate XLA_FLAGS value, "
-                        "written --flags=VALUE since it starts with -- "
+                        "written --flags=VALUE since it starts with --; NAME=value words in it "
+                        "are set as environment variables instead "
                         "(repeatable; default: the CANDIDATES above)")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--rounds", type=int, default=2, help="default/candidate alternations")

@@ -331,7 +331,9 @@ def _cpu_profile(r: dict) -> list[str]:
 def _xla_flags(r: dict) -> list[str]:
     out = ["## 9. XLA CPU flags at the cpu profile", "",
            "`benchmarks/bench_xla_flags.py`: this checkout with XLA's defaults and with each "
-           "candidate `XLA_FLAGS`, fresh worker processes alternating default/candidate "
+           "candidate `XLA_FLAGS` (`NAME=value` words: environment variables instead, e.g. "
+           "glibc's `MALLOC_*`, read when a process starts), "
+           "fresh worker processes alternating default/candidate "
            "per model (rounds), medians of each worker's calls (repeats); the same train step "
            "(batch 16) and forward (batch 32) as §8. Speed-up = default ÷ candidate (wall; CPU "
            "time in brackets); max |Δ output| compares the forward's outputs. Each row is its own "
@@ -350,7 +352,7 @@ def _xla_flags(r: dict) -> list[str]:
                      f"{x['forward_speedup']:.2f}× ({x['forward_speedup_cpu']:.2f}×)",
                      f"{x['max_output_diff']:.1e}",
                      f"{x.get('rounds', r['rounds'])} × {x.get('repeats', r['repeats'])}", when])
-    out += _table(["XLA_FLAGS", "model", "train s (default)", "train speed-up",
+    out += _table(["candidate", "model", "train s (default)", "train speed-up",
                    "forward s (default)", "forward speed-up", "max abs Δ output",
                    "rounds × repeats", "measured (UTC)"], body)
     ok = [x for x in r["rows"] if "error" not in x]
