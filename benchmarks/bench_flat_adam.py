@@ -48,14 +48,11 @@ def _worker(name: str, profile: str, side: str) -> dict:
     shape = (cfg.batch_size, prof.image_size, prof.image_size, 1)
     tof, cta = (jnp.asarray(rng.uniform(-1, 1, shape), jnp.float32) for _ in range(2))
     key = jax.random.key(cfg.seed)
-    model = training.build(name, prof, cfg.seed)
-    adam = training.adam(cfg.learning_rate, cfg.warmup_steps, cfg.lr_decay, cfg.steps)
-    optimizer = nnx.Optimizer(model, optax.flatten(adam) if side == "flat" else adam,
-                              wrt=nnx.Param)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = nnx.clone(model)
-        nnx.update(ema, jax.tree.map(jnp.copy, nnx.state(ema)))
+    run = training.start_run(name, prof, cfg.seed)  # the model, Adam, and the EMA's own copy
+    model, optimizer, ema = run.model, run.optimizer, run.ema
+    if side == "flat":
+        adam = training.adam(cfg.learning_rate, cfg.warmup_steps, cfg.lr_decay, cfg.steps)
+        optimizer = nnx.Optimizer(model, optax.flatten(adam), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer, ema))
     step = training.make_train_step(graphdef, gamma=cfg.min_snr_gamma, ema_decay=cfg.ema_decay,
                                     ema_warmup=cfg.ema_warmup)

@@ -58,10 +58,14 @@ def _worker(name: str, repeats: int) -> dict:
 def _environment(flags: str) -> dict[str, str]:
     """The worker's environment for a candidate: ``NAME=value`` words are environment variables
     (e.g. glibc's ``MALLOC_MMAP_MAX_=0``, read when the process starts), the rest ``XLA_FLAGS``."""
-    words = flags.split()
-    assigned = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", w))
-    xla = " ".join(w for w in words if not re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", w))
-    return {**os.environ, **assigned, "XLA_FLAGS": xla, "XMODALITY_JAX_CACHE": "0"}
+    assigned, xla = {}, []
+    for word in flags.split():
+        if re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", word):
+            name, value = word.split("=", 1)
+            assigned[name] = value
+        else:
+            xla.append(word)
+    return {**os.environ, **assigned, "XLA_FLAGS": " ".join(xla), "XMODALITY_JAX_CACHE": "0"}
 
 
 def _run(name: str, flags: str, repeats: int) -> dict:
