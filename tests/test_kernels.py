@@ -6,6 +6,7 @@ References: ``jax.lax.conv_general_dilated`` and its autodiff gradients, ``jax.n
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +175,36 @@ def test_attention_equals_jax_dot_product_attention(shape):
     ref = jax.vjp(jax.nn.dot_product_attention, q, k, v)[1](g)
     for a, b in zip(ours, ref, strict=True):
         assert rel_err(a, b) < 1e-4
+
+
+def _logits_scaled(q, k, v):
+    """The kernel as it was: 1/√d applied to Q Kᵀ, not to q."""
+    q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))
+    logits = jnp.einsum("bnth,bnsh->bnts", q, k) * q.shape[-1] ** -0.5
+    return jnp.swapaxes(jnp.einsum("bnts,bnsh->bnth", attention.softmax_last(logits), v), 1, 2)
+
+
+@pytest.mark.parametrize("shape", [(8, 64, 4, 4), (4, 32, 4, 8), (2, 32, 2, 16), (1, 40, 2, 32)])
+def test_scale_inside_the_softmax_has_the_bits_of_the_scale_on_the_logits(shape):
+    """The scale moved into the softmax's VJP computes the same products in the same order:
+    the same bits as scaling Q Kᵀ, values and gradients (the shipped models' training)."""
+    q, k, v, g = (normal(i, shape) * 3 for i in range(4))
+    new, old = (jax.jit(lambda q, k, v, g, f=f: (f(q, k, v), jax.vjp(f, q, k, v)[1](g)))
+                for f in (attention.cpu_dot_product_attention, _logits_scaled))
+    for a, b in zip(jax.tree.leaves(new(q, k, v, g)), jax.tree.leaves(old(q, k, v, g)),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_no_logit_sized_array_of_the_scale_is_materialised():
+    """Scaling the logits made XLA write a [B, heads, T, T] array of the constant 1/√d every
+    call (a 67 MB one in the cpu ADM's 64² rows), read by the forward and the backward."""
+    b, t, n, d = 8, 64, 4, 4
+    q = normal(0, (b, t, n, d))
+    fn = jax.jit(lambda q: jax.vjp(attention.cpu_dot_product_attention, q, q, q)[1](q))
+    hlo = fn.lower(q).compile().as_text()
+    assert f"f32[{b},{n},{t},{t}]" in hlo  # the logits themselves are there
+    assert not re.search(rf"= f32\[{b},{n},{t},{t}\]\{{[^}}]*\}} fusion\(%constant[.\d]*\)", hlo)
 
 
 def test_attention_bfloat16_is_finite_and_close(ours):
