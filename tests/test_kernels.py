@@ -178,7 +178,7 @@ def test_attention_equals_jax_dot_product_attention(shape):
 
 
 def _logits_scaled(q, k, v):
-    """The kernel as it was: 1/√d applied to Q Kᵀ, not to q."""
+    """The kernel as it was: 1/√d applied to Q Kᵀ before an unscaled softmax."""
     q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))
     logits = jnp.einsum("bnth,bnsh->bnts", q, k) * q.shape[-1] ** -0.5
     return jnp.swapaxes(jnp.einsum("bnts,bnsh->bnth", attention.softmax_last(logits), v), 1, 2)

@@ -22,17 +22,17 @@ Our kernel:
 
 * the heads are moved next to the batch axis once ([B, T, heads, d] → [B, heads, T, d]), so
   both products are plain batched GEMMs with no per-call layout changes;
-* the scale 1/√d is part of the softmax (:func:`scaled_softmax_last`), whose VJP multiplies by
-  it as a runtime scalar: scaling the logits by a constant that the forward and the backward
-  share made XLA write a [B, heads, T, T] array of it on every differentiated call (67 MB in
-  the cpu ADM's 64² rows). The same arithmetic in the same order: the same bits;
-* the softmax has its own VJP, ∂L/∂s = p ⊙ (g − Σ_j g_j p_j), whose row sum is materialised
+* the softmax (:func:`softmax_last`) takes the scale 1/√d and has its own VJP,
+  ∂L/∂s = scale · p ⊙ (g − Σ_j g_j p_j). Its row sum is materialised
   (``optimization_barrier``) so that XLA does not fuse it into the elementwise product and
-  recompute it for every element of the row.
+  recompute it for every element of the row; the scale enters the backward as a runtime
+  scalar, since scaling the logits by a constant that the forward and the backward share made
+  XLA write a [B, heads, T, T] array of it on every differentiated call (67 MB in the cpu
+  ADM's 64² rows). The same arithmetic in the same order as scaling Q Kᵀ: the same bits.
 
 Used by the conv-stage row attention (ADM, U-ViT) and by the transformer blocks (U-ViT, DiT).
-``softmax_last`` and ``scaled_softmax_last`` are custom VJPs (``jax.custom_vjp``): reverse mode
-works, forward mode (``jvp``) through our kernel does not.
+``softmax_last`` is a ``jax.custom_vjp``: reverse mode works, forward mode (``jvp``) through
+our kernel does not.
 """
 
 from __future__ import annotations
@@ -63,52 +63,35 @@ _FIXED: contextvars.ContextVar[Kernel | None] = contextvars.ContextVar("attentio
                                                                       default=None)
 
 
-@jax.custom_vjp
-def softmax_last(logits: jax.Array) -> jax.Array:
-    """softmax over the last axis of float32 logits."""
-    return jax.nn.softmax(logits, axis=-1)
-
-
-def _softmax_last_fwd(logits):
-    p = softmax_last(logits)
-    return p, p
-
-
-def _softmax_last_bwd(p, g):
-    row = jax.lax.optimization_barrier(jnp.sum(g * p, axis=-1, keepdims=True))
-    return (p * (g - row),)
-
-
-softmax_last.defvjp(_softmax_last_fwd, _softmax_last_bwd)
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
-def scaled_softmax_last(logits: jax.Array, scale: float) -> jax.Array:
-    """softmax(logits · scale) over the last axis, ∂/∂logits = scale · p ⊙ (g − Σ_j g_j p_j)."""
-    return softmax_last(logits * scale)
+def softmax_last(logits: jax.Array, scale: float = 1.0) -> jax.Array:
+    """softmax(logits · scale) over the last axis of float32 logits."""
+    return jax.nn.softmax(logits * scale if scale != 1.0 else logits, axis=-1)
 
 
-def _scaled_softmax_last_fwd(logits, scale):
-    p = scaled_softmax_last(logits, scale)
+def _softmax_last_fwd(logits, scale):
+    p = softmax_last(logits, scale)
     return p, p
 
 
-def _scaled_softmax_last_bwd(scale, p, g):
-    (ds,) = _softmax_last_bwd(p, g)
+def _softmax_last_bwd(scale, p, g):
+    row = jax.lax.optimization_barrier(jnp.sum(g * p, axis=-1, keepdims=True))
+    ds = p * (g - row)
+    if scale == 1.0:
+        return (ds,)
     # behind a barrier the scale is a value XLA broadcasts inside the product's kernel, not a
     # constant whose [.., T, T] broadcast it would share with the forward and materialise
     return (ds * jax.lax.optimization_barrier(jnp.asarray(scale, ds.dtype)),)
 
 
-scaled_softmax_last.defvjp(_scaled_softmax_last_fwd, _scaled_softmax_last_bwd)
+softmax_last.defvjp(_softmax_last_fwd, _softmax_last_bwd)
 
 
 def cpu_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Our kernel: heads next to the batch, two batched GEMMs, :func:`scaled_softmax_last`
-    between."""
+    """Our kernel: heads next to the batch, two batched GEMMs, :func:`softmax_last` between."""
     q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))  # [B, heads, T, d]
     logits = jnp.einsum("bnth,bnsh->bnts", q, k, preferred_element_type=jnp.float32)
-    probs = scaled_softmax_last(logits, q.shape[-1] ** -0.5).astype(v.dtype)
+    probs = softmax_last(logits, q.shape[-1] ** -0.5).astype(v.dtype)
     return jnp.swapaxes(jnp.einsum("bnts,bnsh->bnth", probs, v), 1, 2)
 
 
