@@ -13,7 +13,6 @@ pytest passed, and the ratio.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -40,8 +39,12 @@ def _suite(rev: str, where: Path) -> dict:
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
     subprocess.run(["git", "checkout", "--quiet", rev], cwd=repo, check=True)
     shutil.copytree(ROOT / MATHJAX, repo / MATHJAX)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XMODALITY_", "JAX_COMPILATION_CACHE"))}
+    from xmodality_lite import allocator
+
+    # each side on the allocator its own Makefile chooses (a commit before xmodality_lite.allocator:
+    # glibc's), except the notebooks' kernels: both use this .venv's kernel, on TCMalloc if installed
+    env = {k: v for k, v in allocator.without().items()
+           if not k.startswith(("XMODALITY_", "JAX_COMPILATION_CACHE", "TCMALLOC_"))}
     env["PYTHONPATH"] = str(repo)  # the clone's package (and its kernels' notebooks)
     log(f"[test_suite] make test at {rev}")
     t0 = time.perf_counter()

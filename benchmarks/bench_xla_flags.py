@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -55,9 +54,14 @@ def _worker(name: str, repeats: int) -> dict:
     return out
 
 
-def _environment(flags: str) -> dict[str, str]:
+def _environment(flags: str, preload: bool = False) -> dict[str, str]:
     """The worker's environment for a candidate: ``NAME=value`` words are environment variables
-    (e.g. glibc's ``MALLOC_MMAP_MAX_=0``, read when the process starts), the rest ``XLA_FLAGS``."""
+    (e.g. glibc's ``MALLOC_MMAP_MAX_=0``, read when the process starts), the rest ``XLA_FLAGS``.
+    Both sides run on the package's allocator (:mod:`xmodality_lite.allocator`), except where
+    the candidate preloads a library of its own (``preload``): then the default is glibc's."""
+    from xmodality_lite import allocator
+
+    base = allocator.without() if preload else allocator.environment()
     assigned, xla = {}, []
     for word in flags.split():
         if re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", word):
@@ -65,11 +69,11 @@ def _environment(flags: str) -> dict[str, str]:
             assigned[name] = value
         else:
             xla.append(word)
-    return {**os.environ, **assigned, "XLA_FLAGS": " ".join(xla), "XMODALITY_JAX_CACHE": "0"}
+    return {**base, **assigned, "XLA_FLAGS": " ".join(xla), "XMODALITY_JAX_CACHE": "0"}
 
 
-def _run(name: str, flags: str, repeats: int) -> dict:
-    env = _environment(flags)
+def _run(name: str, flags: str, repeats: int, preload: bool) -> dict:
+    env = _environment(flags, preload)
     proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_xla_flags", "--worker", name,
                            str(repeats)], cwd=ROOT, env=env, text=True, capture_output=True)
     lines = proc.stdout.strip().splitlines()
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
                              ("candidate", "default")):
                     log(f"[xla_flags] {name} {side} {flags!r} (round {r + 1}/{args.rounds})")
                     runs[side].append(_run(name, "" if side == "default" else flags,
-                                           args.repeats))
+                                           args.repeats, "LD_PRELOAD=" in flags))
             row = {"flags": flags, "model": name, "rounds": args.rounds, "repeats": args.repeats,
                    "run": started,
                    "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")}

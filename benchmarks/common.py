@@ -151,8 +151,12 @@ def versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
+    from xmodality_lite import allocator
+
+    workers = "tcmalloc" if "LD_PRELOAD" in allocator.environment() else "glibc"
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "ram_gib": _ram_gib(),
-            "os": platform.platform(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "os": platform.platform(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "malloc": workers}
 
 
 # JAX's monitoring events for the three stages of a compilation (jax.monitoring duration events)
@@ -201,8 +205,11 @@ def run_worker(module: str, *args: str, timeout: float | None = None) -> dict[st
     A fresh process per measurement keeps peak RSS per model and isolates compilation caches.
     The worker's stderr (progress) passes through.
     """
+    from xmodality_lite import allocator
+
     cmd = [sys.executable, "-m", module, "--worker", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, timeout=timeout,
+                          env=allocator.environment())  # the allocator the package runs on
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         return {"error": f"worker exited with {proc.returncode} (its stderr is above)"}
@@ -223,10 +230,14 @@ def extract_package(rev: str, into: Path) -> Path:
 def run_side(module: str, package_root: Path, *args: str) -> dict[str, Any]:
     """``python -m <module> --worker ARGS`` in a fresh process importing ``xmodality_lite`` from
     ``package_root`` (another commit's, from :func:`extract_package`, or this checkout's), with
-    the compilation cache off so that both sides compile from scratch; its last stdout line is
-    JSON."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), str(ROOT)]),
-           "XMODALITY_JAX_CACHE": "0"}
+    the compilation cache off so that both sides compile from scratch, and on the allocator that
+    side's package runs on (TCMalloc from :mod:`xmodality_lite.allocator` on, glibc's before it);
+    its last stdout line is JSON."""
+    from xmodality_lite import allocator
+
+    own = (package_root / "xmodality_lite" / "allocator.py").is_file()
+    env = {**(allocator.environment() if own else allocator.without()),
+           "PYTHONPATH": os.pathsep.join([str(package_root), str(ROOT)]), "XMODALITY_JAX_CACHE": "0"}
     proc = subprocess.run([sys.executable, "-m", module, "--worker", *args], cwd=package_root,
                           env=env, text=True, stdout=subprocess.PIPE)  # -m: the cwd comes first
     lines = proc.stdout.strip().splitlines()

@@ -338,7 +338,10 @@ def _xla_flags(r: dict) -> list[str]:
            "(batch 16) and forward (batch 32) as §8. Speed-up = default ÷ candidate (wall; CPU "
            "time in brackets); max |Δ output| compares the forward's outputs. Each row is its own "
            "A/B, measured when it says; rows of different runs are not compared with each "
-           "other.", ""]
+           "other. Rows measured before 12-03 15:00 ran both sides on glibc's allocator; since "
+           "then the default runs on the package's (`xmodality_lite.allocator`: TCMalloc where "
+           "installed), and a candidate that preloads a library of its own, such as the "
+           "`LD_PRELOAD=libtcmalloc_minimal.so.4` rows, is compared with glibc's.", ""]
     body = []
     for x in r["rows"]:
         if "error" in x:

@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _configure_compilation_cache()
 
 _SUBMODULES = (
+    "allocator",
     "bootstrap",
     "checkpoint",
     "cli",
@@ -63,6 +64,7 @@ _FUNCTIONS = {
 
 if TYPE_CHECKING:  # pragma: no cover: what editors and type checkers see of the lazy names
     from xmodality_lite import (  # noqa: F401
+        allocator,
         bootstrap,
         checkpoint,
         cli,

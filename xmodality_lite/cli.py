@@ -204,13 +204,14 @@ def cmd_info(args) -> None:
     import flax
     import jax
 
-    from xmodality_lite import __version__
+    from xmodality_lite import __version__, allocator
     from xmodality_lite.models import MODELS, count_params
 
     profile = get_profile(args.profile)
     print(f"xmodality_lite {__version__}  python {platform.python_version()}  "
           f"jax {jax.__version__}  flax {flax.__version__}")
     print(f"devices: {', '.join(str(d) for d in jax.devices())}")
+    print(f"memory allocator: {allocator.in_use()} (xmodality_lite.allocator)")
     print(f"profile {profile.name}: {profile.to_json()}")
     for name in MODELS:
         print(f"  {name:5s} {count_params(name, profile):>13,d} parameters")
@@ -402,6 +403,12 @@ KNOWN_ERRORS = (ValueError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The program (``argv`` None: the command line, restarted under TCMalloc where installed,
+    :mod:`xmodality_lite.allocator`), or the same commands called in this process."""
+    if argv is None:
+        from xmodality_lite import allocator
+
+        allocator.reexec()
     args = build_parser().parse_args(argv)
     try:
         get_profile(args.profile)  # an invalid $XMODALITY_PROFILE fails here, in one line
