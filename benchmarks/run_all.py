@@ -411,7 +411,11 @@ def _test_suite(r: dict) -> list[str]:
     out = ["## 11. `make test`: when issue 17 was filed, and now", "",
            "`benchmarks/bench_test_suite.py`: each commit's own `make test` in a fresh clone "
            "(empty data and compilation caches; this checkout's environment, not counted), one "
-           f"after the other on this machine. **{r['ratio']:.2f}×** faster.", ""]
+           f"after the other on this machine. **{r['ratio']:.2f}×** faster. Each side runs on "
+           "the allocator its own Makefile chooses (TCMalloc from `xmodality_lite.allocator` on, "
+           "glibc's before), except the book's notebook kernels: both sides start this "
+           "environment's Jupyter kernel, on TCMalloc where installed, which favours the older "
+           "commit.", ""]
     if not r.get("all_passed", True):
         out += ["**A side failed: its time is not the whole suite's, so the ratio is not a "
                 "measurement of the same work.**", ""]

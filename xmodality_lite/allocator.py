@@ -49,8 +49,8 @@ def turned_off(env: Mapping[str, str] | None = None) -> bool:
 @functools.cache
 def tcmalloc_library() -> str | None:
     """The shared library's name as the dynamic loader finds it (``libtcmalloc_minimal.so.4``),
-    or None where it is not installed."""
-    return ctypes.util.find_library(LIBRARY)
+    or None where it is not installed or the platform has no ``LD_PRELOAD`` (not Linux)."""
+    return ctypes.util.find_library(LIBRARY) if sys.platform.startswith("linux") else None
 
 
 def in_use() -> str:
