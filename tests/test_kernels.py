@@ -19,7 +19,7 @@ import pytest
 from _tiny import normal
 from flax import nnx
 
-from xmodality_lite.models import attention, convolution
+from xmodality_lite.models import attention, convolution, normalization
 from xmodality_lite.models.layers import MultiHeadSelfAttention, RowAttention, conv
 
 MEASURE = attention.measure_attention  # the real one, before any test replaces it
@@ -383,3 +383,66 @@ def test_measurement_times_both_kernels_even_inside_a_trace(table, monkeypatch):
 def test_model_attention_gradient_runs_our_softmax_vjp(cls, shape, ours):
     module = cls(8, 2, rngs=nnx.Rngs(0))
     assert _custom_softmax_vjp_ran(lambda x: jnp.sum(module(x) ** 2), normal(5, shape))
+
+
+# --- group normalisation ----------------------------------------------------------------------
+
+
+def flax_group_norm(x, scale, bias, groups):
+    """flax ``nnx.GroupNorm`` with the given affine parameters (the operation replaced)."""
+    layer = nnx.GroupNorm(x.shape[-1], num_groups=groups, epsilon=1e-6, rngs=nnx.Rngs(0))
+    layer.scale[...], layer.bias[...] = scale, bias
+    return layer(x)
+
+
+def float64_group_norm(x, scale, bias, groups):
+    """The definition, in float64 with numpy: (x − mean) / √(var + ε) per (image, group)."""
+    x = np.asarray(x, np.float64)
+    g = x.reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
+    mean, var = g.mean((1, 3), keepdims=True), g.var((1, 3), keepdims=True)
+    y = ((g - mean) / np.sqrt(var + 1e-6)).reshape(x.shape)
+    return y * np.asarray(scale, np.float64) + np.asarray(bias, np.float64)
+
+
+@pytest.mark.parametrize("shape,groups", [((4, 16, 16, 16), 8), ((3, 5, 6, 32), 4),
+                                          ((2, 7, 12), 3)])
+def test_group_norm_equals_flax_and_the_float64_definition(shape, groups):
+    x = normal(0, shape) * 3 + 1.5  # an offset mean, as E[x²] − μ² is sensitive to it
+    scale, bias = normal(1, shape[-1:]), normal(2, shape[-1:])
+    ours = normalization.group_norm(x, scale, bias, groups, 1e-6)
+    exact = float64_group_norm(x, scale, bias, groups)
+    assert rel_err(ours, flax_group_norm(x, scale, bias, groups)) < 1e-5
+    # summing positions first, then channels, is at least as close to float64 as flax's sum
+    assert rel_err(ours, exact) <= max(rel_err(flax_group_norm(x, scale, bias, groups), exact),
+                                       1e-6)
+
+
+def test_group_norm_gradients_and_tangents_equal_flax():
+    x, dy = normal(0, (4, 8, 8, 16)) * 2 + 0.5, normal(3, (4, 8, 8, 16))
+    scale, bias = normal(1, (16,)), normal(2, (16,))
+    ours = lambda x, s, b: normalization.group_norm(x, s, b, 8, 1e-6)  # noqa: E731
+    theirs = lambda x, s, b: flax_group_norm(x, s, b, 8)  # noqa: E731
+    grads = jax.vjp(ours, x, scale, bias)[1](dy)
+    expected = jax.vjp(theirs, x, scale, bias)[1](dy)
+    for g, e in zip(grads, expected, strict=True):  # ∂/∂x, ∂/∂γ, ∂/∂β
+        assert rel_err(g, e) < 1e-5
+    tangents = (dy, normal(4, (16,)), normal(5, (16,)))  # forward mode works too
+    np.testing.assert_allclose(jax.jvp(ours, (x, scale, bias), tangents)[1],
+                               jax.jvp(theirs, (x, scale, bias), tangents)[1],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_group_norm_layer_is_flax_layout_and_draws_the_same_keys():
+    ours_rngs, flax_rngs = nnx.Rngs(7), nnx.Rngs(7)
+    ours = normalization.GroupNorm(32, num_groups=8, rngs=ours_rngs)
+    theirs = nnx.GroupNorm(32, num_groups=8, epsilon=1e-6, rngs=flax_rngs)
+    assert jax.tree.map(np.shape, nnx.state(ours)) == jax.tree.map(np.shape, nnx.state(theirs))
+    # the layer built next (the U-Net's next conv) starts from the same key
+    assert np.array_equal(jax.random.key_data(ours_rngs.params()),
+                          jax.random.key_data(flax_rngs.params()))
+    x = normal(0, (2, 4, 4, 32)).astype(jnp.bfloat16)
+    assert ours(x).dtype == theirs(x).dtype  # bfloat16 in, float32 out (promoted with γ, β)
+    with pytest.raises(ValueError, match="divisible by num_groups=5"):
+        normalization.GroupNorm(32, num_groups=5, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"x must be \[B, ..., 32\]"):
+        ours(normal(0, (2, 4, 4, 16)))

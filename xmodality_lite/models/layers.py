@@ -20,6 +20,7 @@ from flax import nnx
 from xmodality_lite import prng
 from xmodality_lite.models.attention import dot_product_attention
 from xmodality_lite.models.convolution import conv_general_dilated
+from xmodality_lite.models.normalization import GroupNorm
 
 Norm = Literal["group", "rms"]
 # "published" reproduces the released weights and their quirks; "corrected" fixes them
@@ -114,9 +115,10 @@ def conv(n_in: int, n_out: int, size: int, *, dtype, rngs: nnx.Rngs) -> nnx.Conv
 
 
 def norm(kind: Norm, features: int, *, groups: int, dtype, rngs: nnx.Rngs) -> nnx.Module:
-    """GroupNorm (the U-Net baseline) or RMSNorm (the diffusion models), chosen by name."""
+    """GroupNorm (the U-Net baseline; :class:`.normalization.GroupNorm`, flax's parameters and
+    results with faster sums) or RMSNorm (the diffusion models), chosen by name."""
     if kind == "group":
-        return nnx.GroupNorm(features, num_groups=groups, epsilon=EPS, dtype=dtype, rngs=rngs)
+        return GroupNorm(features, num_groups=groups, epsilon=EPS, dtype=dtype, rngs=rngs)
     if kind == "rms":
         return nnx.RMSNorm(features, epsilon=EPS, dtype=dtype, rngs=rngs)
     raise ValueError(f"unknown norm {kind!r}; choose one of ['group', 'rms']")

@@ -47,6 +47,7 @@ from xmodality_lite.config import Profile
 from xmodality_lite.io import atomic_path
 from xmodality_lite.models import ADM, DiT, UNet, UViT, abstract_model
 from xmodality_lite.models.layers import PixelShuffleDown, ResNetBlock, RowAttention
+from xmodality_lite.models.normalization import GroupNorm
 
 ParamPath = tuple[str | int, ...]
 DENSE = ("bias", "kernel")
@@ -77,7 +78,7 @@ def _resnet_block(published: str, ours: ParamPath, block: ResNetBlock) -> dict[s
     for attr in ("block_0", "block_1"):
         sub = f"{published}/{names('Block')}"
         m |= _leaves(f"{sub}/Conv_0", (*ours, attr, "conv"))
-        if isinstance(getattr(block, attr).norm, nnx.GroupNorm):
+        if isinstance(getattr(block, attr).norm, GroupNorm):
             m |= _leaves(f"{sub}/GroupNorm_0", (*ours, attr, "norm"), AFFINE)
         else:
             m |= _leaves(f"{sub}/RMSNorm_0", (*ours, attr, "norm"), SCALE)
