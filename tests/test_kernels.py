@@ -432,17 +432,27 @@ def test_group_norm_gradients_and_tangents_equal_flax():
                                rtol=1e-4, atol=1e-4)
 
 
-def test_group_norm_layer_is_flax_layout_and_draws_the_same_keys():
-    ours_rngs, flax_rngs = nnx.Rngs(7), nnx.Rngs(7)
-    ours = normalization.GroupNorm(32, num_groups=8, rngs=ours_rngs)
-    theirs = nnx.GroupNorm(32, num_groups=8, epsilon=1e-6, rngs=flax_rngs)
-    assert jax.tree.map(np.shape, nnx.state(ours)) == jax.tree.map(np.shape, nnx.state(theirs))
-    # the layer built next (the U-Net's next conv) starts from the same key
-    assert np.array_equal(jax.random.key_data(ours_rngs.params()),
-                          jax.random.key_data(flax_rngs.params()))
-    x = normal(0, (2, 4, 4, 32)).astype(jnp.bfloat16)
-    assert ours(x).dtype == theirs(x).dtype  # bfloat16 in, float32 out (promoted with γ, β)
+def test_group_norm_layer_rejects_bad_shapes():
+    ours = normalization.GroupNorm(32, num_groups=8, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="divisible by num_groups=5"):
         normalization.GroupNorm(32, num_groups=5, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"x must be \[B, ..., 32\]"):
         ours(normal(0, (2, 4, 4, 16)))
+
+
+@pytest.mark.parametrize("dtype", [None, jnp.bfloat16])
+def test_group_norm_layer_keeps_flax_layout_keys_and_dtypes(dtype):
+    ours_rngs, flax_rngs = nnx.Rngs(7), nnx.Rngs(7)
+    ours = normalization.GroupNorm(32, num_groups=8, dtype=dtype, rngs=ours_rngs)
+    theirs = nnx.GroupNorm(32, num_groups=8, epsilon=1e-6, dtype=dtype, rngs=flax_rngs)
+    assert jax.tree.map(np.shape, nnx.state(ours)) == jax.tree.map(np.shape, nnx.state(theirs))
+    # the layer built next (the U-Net's next conv) starts from the same key as after flax's
+    assert np.array_equal(jax.random.key_data(ours_rngs.params()),
+                          jax.random.key_data(flax_rngs.params()))
+    x = normal(0, (2, 4, 4, 32)) * 2
+    tol = 1e-2 if dtype else 1e-5
+    for x_in in (x, x.astype(jnp.bfloat16)):  # bfloat16 in: float32 out unless dtype says
+        y, expected = ours(x_in), theirs(x_in)
+        assert y.dtype == expected.dtype
+        np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(expected, np.float32),
+                                   rtol=tol, atol=tol)

@@ -85,6 +85,18 @@ def _group_norm_jvp(groups, epsilon, primals, tangents):
     return x_hat * scale + bias, dx_hat * scale + x_hat * dscale + dbias
 
 
+def _dtypes(x: jax.Array, dtype) -> tuple:
+    """Flax's norms' dtypes: inputs and parameters are cast to ``dtype`` (default: promoted
+    with the float32 parameters), statistics and arithmetic are float32 at least, and the
+    result has the inputs' dtype."""
+    inputs = jnp.dtype(dtype) if dtype is not None else jnp.promote_types(x.dtype, jnp.float32)
+    return inputs, jnp.promote_types(inputs, jnp.float32)
+
+
+def _as(a: jax.Array, inputs, compute) -> jax.Array:
+    return a.astype(inputs).astype(compute)
+
+
 class GroupNorm(nnx.Module):
     """GroupNorm over [B, ..., C] with flax ``nnx.GroupNorm``'s parameters (``scale``, ``bias``)
     and results (to float32 rounding), computed by :func:`group_norm`.
@@ -109,8 +121,7 @@ class GroupNorm(nnx.Module):
         if x.ndim < 2 or x.shape[-1] != self.num_features:
             raise ValueError(f"x must be [B, ..., {self.num_features}]; got shape "
                              f"{tuple(x.shape)}")
-        compute = jnp.promote_types(x.dtype, jnp.float32)
-        dtype = self.dtype or compute
-        y = group_norm(x.astype(compute), self.scale[...].astype(compute),
-                       self.bias[...].astype(compute), self.num_groups, self.epsilon)
-        return y.astype(dtype)
+        inputs, compute = _dtypes(x, self.dtype)
+        y = group_norm(*(_as(a, inputs, compute) for a in (x, self.scale[...], self.bias[...])),
+                       self.num_groups, self.epsilon)
+        return y.astype(inputs)
