@@ -13,10 +13,11 @@ published U-Net's weights load unchanged.
 What differs is the order of the sums. Flax reduces x reshaped [B, ..., G, C/G] over every axis
 but B and G at once; on the CPU, XLA hands that strided reduction to its YNNPACK library, which
 runs it at under 1 GB/s: in XLA's trace of a `cpu`-profile U-Net forward at batch 32, the
-statistics of its 28 norms took 118 of 296 ms. Summing the spatial positions first, [B, ..., C] → [B, C], over
-axes where the channels stay contiguous, then the C/G channels of each group, is an order of
-magnitude faster and, with partial sums of fewer terms, closer to the float64 result (tested):
-that forward went from 0.94× to 1.27× the speed of the baseline (``benchmarks/RESULTS.md`` §8).
+statistics of its 28 norms took 118 of 296 ms. Summing the spatial positions first,
+[B, ..., C] → [B, C], over axes where the channels stay contiguous, then the C/G channels of
+each group, is an order of magnitude faster and, with partial sums of fewer terms, closer to
+the float64 result (tested): that forward went from 0.94× to 1.27× the speed of the baseline
+(``benchmarks/RESULTS.md`` §8).
 
 Differentiation: :func:`group_norm` is a ``jax.custom_jvp`` with the closed-form tangent
 
