@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 $(APT_STAMP): Makefile | $(STAMP)
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="chromium fonts-liberation"; \
-	$(BIN)/python -c "import ctypes.util as u, sys; sys.exit(u.find_library('tcmalloc_minimal') is None)" \
+	$(BIN)/python -c "import sys; from xmodality_lite import allocator; sys.exit(allocator.tcmalloc_library() is None)" \
 	  || missing="$$missing libtcmalloc-minimal4"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \

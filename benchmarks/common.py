@@ -153,7 +153,9 @@ def versions() -> dict[str, str]:
 def machine() -> dict[str, Any]:
     from xmodality_lite import allocator
 
-    workers = "tcmalloc" if "LD_PRELOAD" in allocator.environment() else "glibc"
+    # what the workers get (run_worker): another library already in LD_PRELOAD is not TCMalloc
+    preload = allocator.environment().get("LD_PRELOAD", "")
+    workers = "tcmalloc" if "libtcmalloc" in preload else "glibc"
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "ram_gib": _ram_gib(),
             "os": platform.platform(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "malloc": workers}

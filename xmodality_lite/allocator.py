@@ -89,7 +89,7 @@ def reexec() -> None:
     if os.environ.get(_RESTARTED) or turned_off() or in_use() == "tcmalloc":
         return
     env = environment()
-    if "LD_PRELOAD" not in env or env.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD"):
+    if env.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD"):  # nothing to preload
         return
     sys.stdout.flush()
     sys.stderr.flush()
