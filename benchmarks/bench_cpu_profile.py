@@ -61,7 +61,13 @@ def _worker(name: str, repeats: int) -> dict:
                for k in keys[:2])
     logsnr = jnp.linspace(-10.0, 10.0, SAMPLE_BATCH)
     pure_fn, weights = functional(model)
-    forward = jax.jit(pure_fn)
+    try:  # the model's XLA options, as the samplers compile it (not in the baseline's package)
+        from xmodality_lite.models import compiler
+    except ImportError:
+        forward = jax.jit(pure_fn)
+    else:
+        forward = compiler.jit(pure_fn, compiler.compiler_options(model))
+        out["compiler_options"] = dict(compiler.compiler_options(model))
     out["forward"] = time_call(lambda: forward(weights, x, cond, logsnr), repeats)
     weights = None  # the train step donates the model's buffers
 
@@ -260,7 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
         profiles = {name: _run_side(ROOT, "profile", name, "3") for name in args.models.split(",")}
     rows = []
     for name, runs in sides.items():
-        row = {"model": name, "forward_gflop_b1": ceilings["forward_gflop"][name]}
+        row = {"model": name, "forward_gflop_b1": ceilings["forward_gflop"][name],
+               "compiler_options": runs["after"][0].get("compiler_options", {})}
         for side, rs in runs.items():
             for what in ("train", "forward"):
                 row[f"{what}_{side}_s"] = statistics.median(r[what]["median_s"] for r in rs)

@@ -125,8 +125,10 @@ def make_train_step(graphdef: nnx.GraphDef, *, gamma: float, ema_decay: float,
     updated at every step: ema ← ema + (1 − d)(θ − ema) (the reference's option has an
     inverted skip condition and updates on nine steps in ten). With ``ema_warmup`` the decay of
     update k (counting from 0) is min(d, (1 + k)/(10 + k)), so a short run's average is not
-    dominated by the initial weights.
+    dominated by the initial weights. The step is compiled with the XLA options the model asks
+    for (:func:`xmodality_lite.models.compiler.compiler_options`).
     """
+    from xmodality_lite.models import compiler
 
     def step(state, tof, cta, key):
         model, optimizer, ema = nnx.merge(graphdef, state)
@@ -140,7 +142,7 @@ def make_train_step(graphdef: nnx.GraphDef, *, gamma: float, ema_decay: float,
             nnx.update(ema, new)
         return nnx.split((model, optimizer, ema))[1], loss
 
-    return jax.jit(step, donate_argnums=0)
+    return compiler.jit(step, compiler.compiler_options(graphdef), donate_argnums=0)
 
 
 def build(model_name: str, profile: Profile, seed: int, variant: str = "published") -> nnx.Module:

@@ -26,6 +26,7 @@ once per (structure, dtype/shape) and later calls, also with new weights, reuse 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from functools import partial
@@ -39,6 +40,7 @@ from flax import nnx
 from xmodality_lite import prng
 from xmodality_lite.diffusion.parametrisation import alpha_sigma, expand_logsnr, x0_from_v
 from xmodality_lite.diffusion.schedules import logsnr_cosine
+from xmodality_lite.models import compiler
 
 ApplyFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 Schedule = Callable[[jax.Array], jax.Array]
@@ -216,7 +218,6 @@ def _clip(z_0, dtype, per_key):
     return jnp.clip(z_0[:, 0] if per_key else z_0, -1.0, 1.0).astype(dtype)
 
 
-@partial(jax.jit, static_argnames=("pure_fn", "step_fns", "impl", "per_key"))
 def _loop(pure_fn, state, z_1, cond, logsnr, key_data, steps, which, *, step_fns, impl, per_key):
     """``steps`` (an argument) steps of sampler ``which`` (an argument) in one compiled loop over
     the padded λ and keys: one program for every step count up to the grid's length, and for
@@ -231,12 +232,18 @@ def _loop(pure_fn, state, z_1, cond, logsnr, key_data, steps, which, *, step_fns
     return _clip(jax.lax.fori_loop(0, steps, body, z_1), cond.dtype, per_key)
 
 
-@partial(jax.jit, static_argnames=("pure_fn", "step_fns", "impl", "per_key"))
 def _step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, which, *, step_fns,
           impl, per_key):
     """One compiled step, walked from Python when the trajectory is kept."""
     return _one_step(pure_fn, state, z_t, cond, logsnr_t, logsnr_s, key_data, is_last, which,
                      step_fns=step_fns, impl=impl, per_key=per_key)
+
+
+@functools.cache
+def _compiled(fn: Callable, options: compiler.Options) -> Callable:
+    """``fn`` (:func:`_loop` or :func:`_step`) jitted with the model's XLA options
+    (:func:`xmodality_lite.models.compiler.compiler_options`), once per option set."""
+    return compiler.jit(fn, options, static_argnames=("pure_fn", "step_fns", "impl", "per_key"))
 
 
 def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False,
@@ -254,13 +261,14 @@ def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False
     which = np.int32(list(SAMPLERS).index(sampler))  # every registered step in the program
     static = {"step_fns": tuple(SAMPLERS.values()), "impl": str(jax.random.key_impl(key)),
               "per_key": per_key}
+    options = compiler.compiler_options(pure_fn)
     if not return_trajectory:
-        return _loop(pure_fn, state, z_t, cond, logsnr, key_data, np.int32(steps), which,
+        return _compiled(_loop, options)(pure_fn, state, z_t, cond, logsnr, key_data, np.int32(steps), which,
                      **static)
     logsnr, key_data = np.asarray(logsnr), np.asarray(key_data)  # trajectories: sample() only
     path = [(z_t, None)]
     for i in range(steps):
-        z_t, x0_hat = _step(pure_fn, state, z_t, cond, logsnr[i], logsnr[i + 1], key_data[i],
+        z_t, x0_hat = _compiled(_step, options)(pure_fn, state, z_t, cond, logsnr[i], logsnr[i + 1], key_data[i],
                             np.bool_(i == steps - 1), which, **static)
         path.append((z_t, x0_hat))
     z, x0 = (np.stack([np.asarray(p[j]) for p in path[j:]]).astype(cond.dtype) for j in (0, 1))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from xmodality_lite.config import Profile, get_profile
-from xmodality_lite.models import attention
+from xmodality_lite.models import attention, compiler
 from xmodality_lite.models.adm import ADM, ADM_SIZES
 from xmodality_lite.models.dit import DIT_SIZES, DiT
 from xmodality_lite.models.layers import Variant
@@ -118,14 +118,24 @@ def count_params(name: str, profile: str | Profile, *, variant: Variant = "publi
     return sum(leaf.size for leaf in jax.tree.leaves(state))
 
 
-@nnx.jit
 def forward(model: nnx.Module, *inputs: jax.Array) -> jax.Array:
     """``model(*inputs)`` compiled as one program, reused per model structure and input shapes.
 
     An eager call compiles one small program per operation and per shape, hundreds for one
-    forward pass of a U-Net; this compiles the pass once (and the compilation cache keeps it).
+    forward pass of a U-Net; this compiles the pass once (and the compilation cache keeps it),
+    with the XLA options the model asks for (:func:`compiler.compiler_options`).
     """
-    return model(*inputs)
+    graphdef, state = nnx.split(model)
+    return _forward(compiler.compiler_options(graphdef))(graphdef, state, *inputs)
+
+
+def _apply(graphdef: nnx.GraphDef, state: nnx.State, *inputs: jax.Array) -> jax.Array:
+    return nnx.merge(graphdef, state)(*inputs)
+
+
+@functools.cache
+def _forward(options: compiler.Options) -> Callable:
+    return compiler.jit(_apply, options, static_argnums=0)
 
 
 def model_flops(name: str, profile: str | Profile, batch: int = 1, *,

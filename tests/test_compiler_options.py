@@ -1,0 +1,104 @@
+"""Per-model XLA CPU options (``models.compiler``): who asks for them, where they reach the
+compiled program, when they are left out, and that results stay equal to float32 rounding.
+
+Reference: the same program compiled with XLA's defaults (``jax.jit`` without options).
+"""
+
+import re
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from xmodality_lite import training
+from xmodality_lite.config import get_profile
+from xmodality_lite.diffusion import functional, samplers
+from xmodality_lite.models import UNet, _apply, _forward, compiler, forward
+
+DOT_ONLY = (("xla_cpu_experimental_ynn_fusion_type", "LIBRARY_FUSION_TYPE_DOT"),)
+
+
+@pytest.fixture(scope="module")
+def models():
+    prof = get_profile("smoke")
+    return {name: training.build(name, prof, 0) for name in ("unet", "adm", "uvit", "dit")}
+
+
+def _convolutions_in_ynn_fusions(hlo: str) -> int:
+    """How many convolutions the compiled program hands to YNNPACK (inside a ``ynn_fusion``)."""
+    called = set(re.findall(r"%ynn_fusion[.\d]* = .*?calls=(%[\w.\-]+)", hlo))
+    computations = re.split(r"\n(?=\S)", hlo)  # one computation per block, its name first
+    return sum(block.count("convolution(") for block in computations
+               if block.split(" ", 1)[0] in called)
+
+
+def test_only_the_unet_asks_and_every_holder_of_its_graph_is_read(models):
+    assert compiler.requested(models["unet"]) == DOT_ONLY
+    assert all(compiler.requested(models[name]) == () for name in ("adm", "uvit", "dit"))
+    graphdef, _ = nnx.split((models["unet"], None, models["unet"]))  # a train step's tuple
+    assert compiler.requested(graphdef) == DOT_ONLY
+    assert compiler.requested(functional(models["unet"])[0]) == DOT_ONLY  # the samplers' form
+    assert compiler.requested(lambda x: x) == ()
+
+
+def test_options_are_off_by_variable_and_off_the_cpu(models, monkeypatch):
+    assert compiler.compiler_options(models["unet"]) == DOT_ONLY
+    for value in ("off", "0", "no"):
+        monkeypatch.setenv(compiler.ENV_VAR, value)
+        assert compiler.compiler_options(models["unet"]) == ()
+    monkeypatch.delenv(compiler.ENV_VAR)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert compiler.compiler_options(models["unet"]) == ()
+
+
+def test_an_option_this_xla_rejects_is_dropped_with_a_warning(monkeypatch):
+    bogus = (("xla_cpu_no_such_option", "1"),)
+    monkeypatch.setattr(UNet, "xla_cpu_options", dict(bogus))
+    model = training.build("unet", get_profile("smoke"), 0)
+    with pytest.warns(RuntimeWarning, match="xla_cpu_no_such_option"):
+        assert compiler.compiler_options(model) == ()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # checked once per option set: no second warning
+        assert compiler.compiler_options(model) == ()
+
+
+def test_the_unets_forward_keeps_convolutions_out_of_ynnpack_and_equals_the_default(models):
+    model = models["unet"]
+    graphdef, state = nnx.split(model)
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 1), minval=-1.0, maxval=1.0)
+    default = jax.jit(_apply, static_argnums=0).lower(graphdef, state, x).compile().as_text()
+    ours = _forward(DOT_ONLY).lower(graphdef, state, x).compile().as_text()
+    assert _convolutions_in_ynn_fusions(default) > 0  # the check can see one
+    assert _convolutions_in_ynn_fusions(ours) == 0
+    y = forward(model, x)
+    ref = jax.jit(_apply, static_argnums=0)(graphdef, state, x)
+    np.testing.assert_allclose(y, ref, atol=1e-5 * float(jnp.abs(ref).max()))
+
+
+def test_train_step_and_sampler_compile_with_the_models_options(models, monkeypatch):
+    """The train step and the sampler loop pass the model's options to ``jax.jit``."""
+    seen = []
+    real = compiler.jit
+
+    def spy(fun, options, **kwargs):
+        seen.append(options)
+        return real(fun, options, **kwargs)
+
+    monkeypatch.setattr(compiler, "jit", spy)
+    prof = get_profile("smoke")
+    for name in ("unet", "dit"):
+        model = training.build(name, prof, 0)
+        optimizer = training.make_optimizer(model, prof)
+        graphdef, _ = nnx.split((model, optimizer, None))
+        training.make_train_step(graphdef, gamma=5.0, ema_decay=0.0, ema_warmup=True)
+    assert seen == [DOT_ONLY, ()]
+    seen.clear()
+    samplers._compiled.cache_clear()  # compiled before by another test: build it again
+    cond = jnp.zeros((1, 32, 32, 1))
+    for name in ("unet", "dit"):  # the U-Net ignores x_t and λ, but samples like any model
+        samplers.sample("ddim", models[name], cond, jax.random.key(0), steps=2)
+    assert seen == [DOT_ONLY, ()]
+    samplers._compiled.cache_clear()  # not keep the spy's compilations for later tests

@@ -1,0 +1,83 @@
+"""XLA CPU compiler options that a model asks for, passed to every program that runs it.
+
+XLA's CPU backend hands matrix products, convolutions and the elementwise and reduce fusions
+around them to its YNNPACK library. For the U-Net at the ``cpu`` profile that is the slower
+choice: with YNNPACK kept to matrix products (``xla_cpu_experimental_ynn_fusion_type =
+LIBRARY_FUSION_TYPE_DOT``) XLA's own convolutions ran its 3×3 layers 1.8–2.1× faster forward
+and 2.5–3.9× faster in the gradient at 16²–32² (batch 32/16), and a whole train step 1.12–1.26×,
+a forward 1.3–1.6× (``benchmarks/RESULTS.md`` §8, §9). The other three models lose with it
+(DiT's train step ran 0.8–0.9×), so it is a per-model choice, not a process-wide ``XLA_FLAGS``:
+a model class lists its options in ``xla_cpu_options`` and :func:`compiler_options` reads them
+from the model, its ``GraphDef``, or anything holding one.
+
+The options are used only on the CPU backend and only where this jaxlib accepts them (checked
+once by compiling a tiny program); ``$XMODALITY_XLA_OPTIONS=off`` turns them off everywhere.
+The results differ from the default compilation by float32 rounding (a U-Net forward by ~1e-5).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+ENV_VAR = "XMODALITY_XLA_OPTIONS"
+_OFF = frozenset({"0", "off", "false", "no"})
+Options = tuple[tuple[str, str], ...]  # hashable, for caches of compiled functions
+
+
+def turned_off() -> bool:
+    """``$XMODALITY_XLA_OPTIONS`` is ``0``/``off``/``false``/``no``."""
+    return os.environ.get(ENV_VAR, "").strip().lower() in _OFF
+
+
+def _graphdef(graph: Any) -> Any:
+    if isinstance(graph, nnx.GraphDef):
+        return graph
+    if isinstance(graph, nnx.Module):
+        return nnx.graphdef(graph)
+    return getattr(graph, "graphdef", None)  # e.g. samplers.functional's pure function
+
+
+def requested(graph: Any) -> Options:
+    """The options the model classes in ``graph`` declare (``xla_cpu_options``), whatever the
+    backend or setting: a module, an ``nnx.GraphDef`` (of a model, or of a tuple holding one)
+    or an object with a ``graphdef`` attribute; anything else asks for none."""
+    graphdef = _graphdef(graph)
+    merged: dict[str, str] = {}
+    for node in getattr(graphdef, "nodes", ()):
+        merged.update(getattr(getattr(node, "type", None), "xla_cpu_options", {}))
+    return tuple(sorted(merged.items()))
+
+
+@functools.cache
+def supported(options: Options) -> bool:
+    """Whether this jaxlib's CPU compiler accepts ``options`` (one tiny program, compiled once)."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(
+            jnp.zeros(1, jnp.float32)).compile()
+    except Exception as err:  # noqa: BLE001 - XLA reports an unknown option or value as it likes
+        warnings.warn(f"XLA does not accept the compiler options {dict(options)} ({err}); "
+                      "compiling with its defaults", RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
+def compiler_options(graph: Any) -> Options:
+    """What to pass as ``jax.jit(..., compiler_options=dict(...))`` for a program running the
+    model(s) in ``graph``: :func:`requested`, on the CPU backend where supported and not turned
+    off; else ``()``."""
+    options = requested(graph)
+    if not options or turned_off() or jax.default_backend() != "cpu" or not supported(options):
+        return ()
+    return options
+
+
+def jit(fun, options: Options, **kwargs):
+    """``jax.jit(fun, **kwargs)`` compiled with ``options`` (none when empty)."""
+    return jax.jit(fun, compiler_options=dict(options) or None, **kwargs)
