@@ -187,13 +187,37 @@ def _logits_scaled(q, k, v):
 @pytest.mark.parametrize("shape", [(8, 64, 4, 4), (4, 32, 4, 8), (2, 32, 2, 16), (1, 40, 2, 32)])
 def test_scale_inside_the_softmax_has_the_bits_of_the_scale_on_the_logits(shape):
     """The scale moved into the softmax's VJP computes the same products in the same order:
-    the same bits as scaling Q Kᵀ, values and gradients (the shipped models' training)."""
+    the same bits as scaling Q Kᵀ, values and gradients, wherever the kernel is differentiated
+    (the shipped models' training)."""
     q, k, v, g = (normal(i, shape) * 3 for i in range(4))
-    new, old = (jax.jit(lambda q, k, v, g, f=f: (f(q, k, v), jax.vjp(f, q, k, v)[1](g)))
+    new, old = (jax.jit(lambda q, k, v, g, f=f: (lambda out, vjp: (out, vjp(g)))(
+                    *jax.vjp(f, q, k, v)))
                 for f in (attention.cpu_dot_product_attention, _logits_scaled))
     for a, b in zip(jax.tree.leaves(new(q, k, v, g)), jax.tree.leaves(old(q, k, v, g)),
                     strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _entry_values_of_shape(hlo: str, shape: tuple[int, ...]) -> int:
+    """How many values of ``shape`` the compiled program's entry computation writes."""
+    entry = hlo[hlo.index("\nENTRY"):]
+    entry = entry[:entry.index("\n}")]
+    return len(re.findall(rf"= f32\[{','.join(map(str, shape))}\]", entry))
+
+
+@pytest.mark.parametrize("shape", [(8, 64, 4, 4), (2, 256, 4, 32)])
+def test_undifferentiated_attention_normalises_after_the_product(shape):
+    """Sampling calls the kernel without a gradient: it divides the [.., T, d] product by the
+    row sums instead of the [.., T, T] probabilities (one pass less over the largest array),
+    and equals the probabilities-first form to float32 rounding."""
+    b, t, n, d = shape
+    q, k, v = (jnp.swapaxes(normal(i, shape) * 3, 1, 2) for i in range(3))  # [B, heads, T, d]
+    after = jax.jit(attention._heads_first_attention).lower(q, k, v).compile().as_text()
+    first = jax.jit(attention._normalised_first).lower(q, k, v).compile().as_text()
+    logits = (b, n, t, t)
+    assert _entry_values_of_shape(after, logits) < _entry_values_of_shape(first, logits)
+    assert rel_err(attention._heads_first_attention(q, k, v),
+                   attention._normalised_first(q, k, v)) < 2e-6
 
 
 def test_no_logit_sized_array_of_the_scale_is_materialised():
