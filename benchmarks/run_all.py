@@ -290,12 +290,13 @@ def _cpu_profile(r: dict) -> list[str]:
                      f"{x['forward_gflops_after']:.0f} ({x['forward_gflops_after'] / gemm:.2f})"])
     out += _table(["model", "train s before", "after", "speed-up", "forward s before", "after",
                    "speed-up", "train GFLOP/s (÷ GEMM)", "forward GFLOP/s (÷ GEMM)"], body)
-    options = {x["model"]: x["compiler_options"] for x in r["rows"] if x.get("compiler_options")}
+    options = [f"{x['model']} {program}: " + ", ".join(f"`{k}={v}`" for k, v in o.items())
+               for x in r["rows"] for program, o in x.get("compiler_options", {}).items()
+               if o and isinstance(o, dict)]
     if options:
-        out += ["After, the train step and the forward were compiled with the XLA options the "
-                "model asks for (`models.compiler`): " + "; ".join(
-                    f"{m}: " + ", ".join(f"`{k}={v}`" for k, v in o.items())
-                    for m, o in options.items()) + ". The other models use XLA's defaults.", ""]
+        out += ["After, these programs were compiled with the XLA options their model asks for "
+                "(`models.compiler`); all others with XLA's defaults. " + "; ".join(options)
+                + ".", ""]
     ops = r["operations"]
     rows = [[f"{list(map(int, b['shape']))}", f"{b['cpu_median_s'] * 1e3:.1f}",
              f"{a['cpu_median_s'] * 1e3:.1f}", f"{b['cpu_median_s'] / a['cpu_median_s']:.0f}×"]

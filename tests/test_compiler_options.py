@@ -35,34 +35,40 @@ def _convolutions_in_ynn_fusions(hlo: str) -> int:
                if block.split(" ", 1)[0] in called)
 
 
-def test_only_the_unet_asks_and_every_holder_of_its_graph_is_read(models):
-    assert compiler.requested(models["unet"]) == DOT_ONLY
-    assert all(compiler.requested(models[name]) == () for name in ("adm", "uvit", "dit"))
-    graphdef, _ = nnx.split((models["unet"], None, models["unet"]))  # a train step's tuple
-    assert compiler.requested(graphdef) == DOT_ONLY
-    assert compiler.requested(functional(models["unet"])[0]) == DOT_ONLY  # the samplers' form
-    assert compiler.requested(lambda x: x) == ()
+def test_who_asks_for_which_program_and_every_holder_of_a_graph_is_read(models):
+    asked = {(name, program): compiler.requested(model, program)
+             for name, model in models.items() for program in compiler.PROGRAMS}
+    assert asked == {("unet", "train"): DOT_ONLY, ("unet", "forward"): DOT_ONLY,
+                     ("adm", "train"): DOT_ONLY, ("adm", "forward"): (),
+                     ("uvit", "train"): (), ("uvit", "forward"): (),
+                     ("dit", "train"): (), ("dit", "forward"): ()}
+    graphdef, _ = nnx.split((models["adm"], None, models["adm"]))  # a train step's tuple
+    assert compiler.requested(graphdef, "train") == DOT_ONLY
+    assert compiler.requested(functional(models["unet"])[0], "forward") == DOT_ONLY  # samplers'
+    assert compiler.requested(lambda x: x, "train") == ()
+    with pytest.raises(ValueError, match="program must be one of train, forward; got 'sample'"):
+        compiler.requested(models["unet"], "sample")
 
 
 def test_options_are_off_by_variable_and_off_the_cpu(models, monkeypatch):
-    assert compiler.compiler_options(models["unet"]) == DOT_ONLY
+    assert compiler.compiler_options(models["unet"], "forward") == DOT_ONLY
     for value in ("off", "0", "no"):
         monkeypatch.setenv(compiler.ENV_VAR, value)
-        assert compiler.compiler_options(models["unet"]) == ()
+        assert compiler.compiler_options(models["unet"], "forward") == ()
     monkeypatch.delenv(compiler.ENV_VAR)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert compiler.compiler_options(models["unet"]) == ()
+    assert compiler.compiler_options(models["unet"], "forward") == ()
 
 
 def test_an_option_this_xla_rejects_is_dropped_with_a_warning(monkeypatch):
     bogus = (("xla_cpu_no_such_option", "1"),)
-    monkeypatch.setattr(UNet, "xla_cpu_options", dict(bogus))
+    monkeypatch.setattr(UNet, "xla_cpu_options", {"forward": dict(bogus)})
     model = training.build("unet", get_profile("smoke"), 0)
     with pytest.warns(RuntimeWarning, match="xla_cpu_no_such_option"):
-        assert compiler.compiler_options(model) == ()
+        assert compiler.compiler_options(model, "forward") == ()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # checked once per option set: no second warning
-        assert compiler.compiler_options(model) == ()
+        assert compiler.compiler_options(model, "forward") == ()
 
 
 def test_the_unets_forward_keeps_convolutions_out_of_ynnpack_and_equals_the_default(models):
@@ -79,7 +85,7 @@ def test_the_unets_forward_keeps_convolutions_out_of_ynnpack_and_equals_the_defa
 
 
 def test_train_step_and_sampler_compile_with_the_models_options(models, monkeypatch):
-    """The train step and the sampler loop pass the model's options to ``jax.jit``."""
+    """The train step and the sampler loop pass the model's options for them to ``jax.jit``."""
     seen = []
     real = compiler.jit
 
@@ -89,16 +95,16 @@ def test_train_step_and_sampler_compile_with_the_models_options(models, monkeypa
 
     monkeypatch.setattr(compiler, "jit", spy)
     prof = get_profile("smoke")
-    for name in ("unet", "dit"):
+    for name in ("unet", "adm", "dit"):
         model = training.build(name, prof, 0)
         optimizer = training.make_optimizer(model, prof)
         graphdef, _ = nnx.split((model, optimizer, None))
         training.make_train_step(graphdef, gamma=5.0, ema_decay=0.0, ema_warmup=True)
-    assert seen == [DOT_ONLY, ()]
+    assert seen == [DOT_ONLY, DOT_ONLY, ()]
     seen.clear()
     samplers._compiled.cache_clear()  # compiled before by another test: build it again
     cond = jnp.zeros((1, 32, 32, 1))
-    for name in ("unet", "dit"):  # the U-Net ignores x_t and λ, but samples like any model
+    for name in ("unet", "adm"):  # the U-Net ignores x_t and λ, but samples like any model
         samplers.sample("ddim", models[name], cond, jax.random.key(0), steps=2)
     assert seen == [DOT_ONLY, ()]
     samplers._compiled.cache_clear()  # not keep the spy's compilations for later tests

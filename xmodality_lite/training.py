@@ -142,7 +142,7 @@ def make_train_step(graphdef: nnx.GraphDef, *, gamma: float, ema_decay: float,
             nnx.update(ema, new)
         return nnx.split((model, optimizer, ema))[1], loss
 
-    return compiler.jit(step, compiler.compiler_options(graphdef), donate_argnums=0)
+    return compiler.jit(step, compiler.compiler_options(graphdef, "train"), donate_argnums=0)
 
 
 def build(model_name: str, profile: Profile, seed: int, variant: str = "published") -> nnx.Module:

@@ -261,7 +261,7 @@ def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False
     which = np.int32(list(SAMPLERS).index(sampler))  # every registered step in the program
     static = {"step_fns": tuple(SAMPLERS.values()), "impl": str(jax.random.key_impl(key)),
               "per_key": per_key}
-    options = compiler.compiler_options(pure_fn)
+    options = compiler.compiler_options(pure_fn, "forward")
     if not return_trajectory:
         return _compiled(_loop, options)(pure_fn, state, z_t, cond, logsnr, key_data, np.int32(steps), which,
                      **static)

@@ -126,7 +126,7 @@ def forward(model: nnx.Module, *inputs: jax.Array) -> jax.Array:
     with the XLA options the model asks for (:func:`compiler.compiler_options`).
     """
     graphdef, state = nnx.split(model)
-    return _forward(compiler.compiler_options(graphdef))(graphdef, state, *inputs)
+    return _forward(compiler.compiler_options(graphdef, "forward"))(graphdef, state, *inputs)
 
 
 def _apply(graphdef: nnx.GraphDef, state: nnx.State, *inputs: jax.Array) -> jax.Array:

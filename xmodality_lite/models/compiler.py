@@ -1,14 +1,17 @@
-"""XLA CPU compiler options that a model asks for, passed to every program that runs it.
+"""XLA CPU compiler options that a model asks for, passed to the programs that run it.
 
 XLA's CPU backend hands matrix products, convolutions and the elementwise and reduce fusions
-around them to its YNNPACK library. For the U-Net at the ``cpu`` profile that is the slower
+around them to its YNNPACK library. At the U-Net's ``cpu``-profile widths that is the slower
 choice: with YNNPACK kept to matrix products (``xla_cpu_experimental_ynn_fusion_type =
-LIBRARY_FUSION_TYPE_DOT``) XLA's own convolutions ran its 3×3 layers 1.8–2.1× faster forward
-and 2.5–3.9× faster in the gradient at 16²–32² (batch 32/16), and a whole train step 1.12–1.26×,
-a forward 1.3–1.6× (``benchmarks/RESULTS.md`` §8, §9). The other three models lose with it
-(DiT's train step ran 0.8–0.9×), so it is a per-model choice, not a process-wide ``XLA_FLAGS``:
-a model class lists its options in ``xla_cpu_options`` and :func:`compiler_options` reads them
-from the model, its ``GraphDef``, or anything holding one.
+LIBRARY_FUSION_TYPE_DOT``) XLA's own 3×3 convolutions ran 1.8–2.1× faster forward and 2.5–3.9×
+in the gradient at 16²–32² (batch 32/16), a whole U-Net train step 1.12–1.26× and a forward
+1.3–1.6× (A/B pairs in one process; ``benchmarks/RESULTS.md`` §8 has the models before and
+after). It is not a process-wide ``XLA_FLAGS`` because it depends on the model and the program:
+DiT's train step ran 0.8–0.9× with it, and the ADM's train step 1.17× while its forward lost
+2 %. So a model class lists its options per program in ``xla_cpu_options``
+(``{"train": {...}, "forward": {...}}``), and :func:`compiler_options` reads them from the model,
+its ``GraphDef``, or anything holding one: the train step asks for ``"train"``, the samplers and
+``models.forward`` for ``"forward"``.
 
 The options are used only on the CPU backend and only where this jaxlib accepts them (checked
 once by compiling a tiny program); ``$XMODALITY_XLA_OPTIONS=off`` turns them off everywhere.
@@ -20,7 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +32,8 @@ from flax import nnx
 ENV_VAR = "XMODALITY_XLA_OPTIONS"
 _OFF = frozenset({"0", "off", "false", "no"})
 Options = tuple[tuple[str, str], ...]  # hashable, for caches of compiled functions
+Program = Literal["train", "forward"]
+PROGRAMS = get_args(Program)
 
 
 def turned_off() -> bool:
@@ -44,14 +49,21 @@ def _graphdef(graph: Any) -> Any:
     return getattr(graph, "graphdef", None)  # e.g. samplers.functional's pure function
 
 
-def requested(graph: Any) -> Options:
-    """The options the model classes in ``graph`` declare (``xla_cpu_options``), whatever the
-    backend or setting: a module, an ``nnx.GraphDef`` (of a model, or of a tuple holding one)
-    or an object with a ``graphdef`` attribute; anything else asks for none."""
+def _check(program: str) -> None:
+    if program not in PROGRAMS:
+        raise ValueError(f"program must be one of {', '.join(PROGRAMS)}; got {program!r}")
+
+
+def requested(graph: Any, program: Program) -> Options:
+    """The options the model classes in ``graph`` declare for ``program`` (``xla_cpu_options``),
+    whatever the backend or setting: a module, an ``nnx.GraphDef`` (of a model, or of a tuple
+    holding one) or an object with a ``graphdef`` attribute; anything else asks for none."""
+    _check(program)
     graphdef = _graphdef(graph)
     merged: dict[str, str] = {}
     for node in getattr(graphdef, "nodes", ()):
-        merged.update(getattr(getattr(node, "type", None), "xla_cpu_options", {}))
+        declared = getattr(getattr(node, "type", None), "xla_cpu_options", {})
+        merged.update(declared.get(program, {}))
     return tuple(sorted(merged.items()))
 
 
@@ -68,11 +80,11 @@ def supported(options: Options) -> bool:
     return True
 
 
-def compiler_options(graph: Any) -> Options:
-    """What to pass as ``jax.jit(..., compiler_options=dict(...))`` for a program running the
+def compiler_options(graph: Any, program: Program) -> Options:
+    """What to pass as ``jax.jit(..., compiler_options=dict(...))`` for ``program`` running the
     model(s) in ``graph``: :func:`requested`, on the CPU backend where supported and not turned
     off; else ``()``."""
-    options = requested(graph)
+    options = requested(graph, program)
     if not options or turned_off() or jax.default_backend() != "cpu" or not supported(options):
         return ()
     return options

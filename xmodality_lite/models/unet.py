@@ -40,8 +40,9 @@ class UNet(nnx.Module):
 
     kind = "regression"
     # YNNPACK for matrix products only: XLA's own convolutions are faster at these widths
-    # (models.compiler; benchmarks/RESULTS.md §8, §9)
-    xla_cpu_options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+    # (models.compiler; benchmarks/RESULTS.md §8)
+    xla_cpu_options = {program: {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+                       for program in ("train", "forward")}
 
     def __init__(self, dim: int = 128, dim_mults: tuple[int, ...] = (1, 2, 4), channels: int = 1,
                  groups: int = 32, variant: Variant = "published", dtype=jnp.float32, *,
