@@ -73,12 +73,12 @@ lint: env  ## ruff
 bench: env  ## measure speed and memory; writes benchmarks/RESULTS.md
 	$(MALLOC_ENV) $(BIN)/python -m benchmarks.run_all
 
-# XMODALITY_ATTENTION=ours: the attention kernel the shipped models were trained with at every
-# shape, so that a retraining reproduces them bit for bit whatever this machine would choose.
-# Not the U-Net: its GroupNorm (models.normalization) and its XLA options (models.compiler) came
-# after it was trained and round differently, so its retraining is not bit for bit the shipped one.
+# XMODALITY_ATTENTION=ours and XMODALITY_XLA_OPTIONS=off: the attention kernel and the XLA
+# compilation the shipped models were trained with, so that a retraining reproduces them bit for
+# bit whatever this machine would choose. Not the U-Net: its GroupNorm (models.normalization)
+# came after it was trained and rounds differently, so its retraining is not bit for bit.
 checkpoints: env  ## train the four shipped cpu-profile models on the phantom and record their metrics (about 1.5 h), refresh the README
-	$(MALLOC_ENV) XMODALITY_PROFILE=cpu XMODALITY_ATTENTION=ours $(BIN)/python -m xmodality_lite train-shipped --out xmodality_lite/checkpoints
+	$(MALLOC_ENV) XMODALITY_PROFILE=cpu XMODALITY_ATTENTION=ours XMODALITY_XLA_OPTIONS=off $(BIN)/python -m xmodality_lite train-shipped --out xmodality_lite/checkpoints
 	$(BIN)/python tools/update_readme.py
 
 clean:  ## remove build outputs (keeps .venv)

@@ -14,7 +14,8 @@ its ``GraphDef``, or anything holding one: the train step asks for ``"train"``, 
 ``models.forward`` for ``"forward"``.
 
 The options are used only on the CPU backend and only where this jaxlib accepts them (checked
-once by compiling a tiny program); ``$XMODALITY_XLA_OPTIONS=off`` turns them off everywhere.
+once by compiling a tiny program); ``$XMODALITY_XLA_OPTIONS=off`` turns them off everywhere
+(``make checkpoints`` does, to retrain the shipped models as they were compiled).
 The results differ from the default compilation by float32 rounding (a U-Net forward by ~1e-5).
 """
 
