@@ -66,9 +66,10 @@ def _worker(name: str, repeats: int) -> dict:
     except ImportError:
         forward = jax.jit(pure_fn)
     else:
-        forward = compiler.jit(pure_fn, compiler.compiler_options(model, "forward"))
-        out["compiler_options"] = {program: dict(compiler.compiler_options(model, program))
-                                   for program in compiler.PROGRAMS}
+        options = {program: compiler.compiler_options(model, program)
+                   for program in compiler.PROGRAMS}
+        forward = compiler.jit(pure_fn, options["forward"])
+        out["compiler_options"] = {program: dict(o) for program, o in options.items()}
     out["forward"] = time_call(lambda: forward(weights, x, cond, logsnr), repeats)
     weights = None  # the train step donates the model's buffers
 

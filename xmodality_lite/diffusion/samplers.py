@@ -263,13 +263,14 @@ def _drive(pure_fn, state, cond, key, *, steps, sampler, schedule, per_key=False
               "per_key": per_key}
     options = compiler.compiler_options(pure_fn, "forward")
     if not return_trajectory:
-        return _compiled(_loop, options)(pure_fn, state, z_t, cond, logsnr, key_data, np.int32(steps), which,
-                     **static)
+        return _compiled(_loop, options)(pure_fn, state, z_t, cond, logsnr, key_data,
+                                         np.int32(steps), which, **static)
     logsnr, key_data = np.asarray(logsnr), np.asarray(key_data)  # trajectories: sample() only
     path = [(z_t, None)]
+    step = _compiled(_step, options)
     for i in range(steps):
-        z_t, x0_hat = _compiled(_step, options)(pure_fn, state, z_t, cond, logsnr[i], logsnr[i + 1], key_data[i],
-                            np.bool_(i == steps - 1), which, **static)
+        z_t, x0_hat = step(pure_fn, state, z_t, cond, logsnr[i], logsnr[i + 1], key_data[i],
+                           np.bool_(i == steps - 1), which, **static)
         path.append((z_t, x0_hat))
     z, x0 = (np.stack([np.asarray(p[j]) for p in path[j:]]).astype(cond.dtype) for j in (0, 1))
     x = jnp.asarray(np.clip(z[-1], -1.0, 1.0))

@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from xmodality_lite.compilation import OFF_VALUES  # the same words turn the cache off
+
 ENV_VAR = "XMODALITY_XLA_OPTIONS"
-_OFF = frozenset({"0", "off", "false", "no"})
 Options = tuple[tuple[str, str], ...]  # hashable, for caches of compiled functions
 Program = Literal["train", "forward"]
 PROGRAMS = get_args(Program)
@@ -39,7 +40,7 @@ PROGRAMS = get_args(Program)
 
 def turned_off() -> bool:
     """``$XMODALITY_XLA_OPTIONS`` is ``0``/``off``/``false``/``no``."""
-    return os.environ.get(ENV_VAR, "").strip().lower() in _OFF
+    return os.environ.get(ENV_VAR, "").strip().lower() in OFF_VALUES
 
 
 def _graphdef(graph: Any) -> Any:
