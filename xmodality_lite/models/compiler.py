@@ -1,17 +1,21 @@
 """XLA CPU compiler options that a model asks for, passed to the programs that run it.
 
 XLA's CPU backend hands matrix products, convolutions and the elementwise and reduce fusions
-around them to its YNNPACK library. At the U-Net's ``cpu``-profile widths that is the slower
-choice: with YNNPACK kept to matrix products (``xla_cpu_experimental_ynn_fusion_type =
-LIBRARY_FUSION_TYPE_DOT``) XLA's own 3×3 convolutions ran 1.8–2.1× faster forward and 2.5–3.9×
-in the gradient at 16²–32² (batch 32/16), a whole U-Net train step 1.12–1.26× and a forward
-1.3–1.6× (A/B pairs in one process; ``benchmarks/RESULTS.md`` §8 has the models before and
-after). It is not a process-wide ``XLA_FLAGS`` because it depends on the model and the program:
-DiT's train step ran 0.8–0.9× with it, and the ADM's train step 1.17× while its forward lost
-2 %. So a model class lists its options per program in ``xla_cpu_options``
-(``{"train": {...}, "forward": {...}}``), and :func:`compiler_options` reads them from the model,
-its ``GraphDef``, or anything holding one: the train step asks for ``"train"``, the samplers and
-``models.forward`` for ``"forward"``.
+around them to its YNNPACK library. At our ``cpu``-profile widths that is not always the faster
+choice. XLA's own 3×3 convolutions ran 1.8–2.1× faster forward and 2.5–3.9× in the gradient at
+16²–32² (batch 32/16). YNNPACK's reductions, on the other hand, ran 4–8× faster than XLA's own,
+which rewrites a per-channel sum over [B, H, W] into a reduce-window tree. So the option
+:data:`YNN_DOT_REDUCE` (``xla_cpu_experimental_ynn_fusion_type`` = matrix products and
+reductions) gives the convolutions and elementwise fusions to XLA and keeps the rest with
+YNNPACK. A/B pairs in one process, train step: U-Net 1.3–1.6×, ADM 1.1–1.3×, U-ViT 1.1–1.2×
+over the defaults (``benchmarks/RESULTS.md`` §8 has the models before and after).
+
+It is not a process-wide ``XLA_FLAGS`` because it depends on the model and the program. DiT's
+train step ran 0.8–0.9× with matrix products alone and no faster with reductions added, and
+the ADM's and U-ViT's forwards changed by less than the machine's noise. So a model class
+lists its options per program in ``xla_cpu_options`` (``{"train": {...}, "forward": {...}}``),
+and :func:`compiler_options` reads them from the model, its ``GraphDef``, or anything holding
+one: the train step asks for ``"train"``, the samplers and ``models.forward`` for ``"forward"``.
 
 The options are used only on the CPU backend and only where this jaxlib accepts them (checked
 once by compiling a tiny program); ``$XMODALITY_XLA_OPTIONS=off`` turns them off everywhere
@@ -36,6 +40,9 @@ ENV_VAR = "XMODALITY_XLA_OPTIONS"
 Options = tuple[tuple[str, str], ...]  # hashable, for caches of compiled functions
 Program = Literal["train", "forward"]
 PROGRAMS = get_args(Program)
+
+YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"  # a list: which fusions YNNPACK may take
+YNN_DOT_REDUCE = {YNN_FUSION: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 def turned_off() -> bool:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from xmodality_lite.models.compiler import YNN_DOT_REDUCE
 from xmodality_lite.models.encoder_decoder import Decoder, Encoder
 from xmodality_lite.models.layers import (
     ResNetBlock,
@@ -39,10 +40,9 @@ class UNet(nnx.Module):
     """
 
     kind = "regression"
-    # YNNPACK for matrix products only: XLA's own convolutions are faster at these widths
+    # XLA's own convolutions, YNNPACK's matrix products and reductions: faster at these widths
     # (models.compiler; benchmarks/RESULTS.md §8)
-    xla_cpu_options = {program: {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
-                       for program in ("train", "forward")}
+    xla_cpu_options = {"train": YNN_DOT_REDUCE, "forward": YNN_DOT_REDUCE}
 
     def __init__(self, dim: int = 128, dim_mults: tuple[int, ...] = (1, 2, 4), channels: int = 1,
                  groups: int = 32, variant: Variant = "published", dtype=jnp.float32, *,
