@@ -319,6 +319,20 @@ def _cpu_profile(r: dict) -> list[str]:
                     f"{a.get('kernel_vjp_s', a['ours_vjp_s']):.4f}",
                     f"{a['jax_vjp_s'] / a.get('kernel_vjp_s', a['ours_vjp_s']):.2f}×",
                     a.get("path", "ours"), f"{a['ours_vjp_s']:.4f}"] for a in c["attention"]])
+    if c.get("row_forward"):
+        out += ["The conv stages' row attention when sampling (projections included, "
+                "undifferentiated, batch 32, wall s): the path it replaces (the projections "
+                "around the kernel above), the tokens-last forward "
+                "(`attention.tokens_last_forward`), and what `fused_qkv_attention` runs "
+                "(`tokens_last_for`: measured once per shape, chosen only at least `MARGIN` "
+                "faster; gradients always take the replaced path).", ""]
+        out += _table(["where", "[R, T, heads, d]", "replaced s", "tokens last s",
+                       "faster by", "chosen", "used s"],
+                      [[a["where"], str(a["shape"]),
+                        f"{a['replaced_s']:.4f} ({'ours' if a['kernel'] == 'ours' else 'XLA'})",
+                        f"{a['tokens_last_s']:.4f}", f"{a['replaced_s'] / a['tokens_last_s']:.2f}×",
+                        "tokens last" if a["tokens_last_chosen"] else "replaced",
+                        f"{a['used_s']:.4f}"] for a in c["row_forward"]])
     if r.get("profiles"):
         out += ["Where a train step's time goes (after; XLA's per-operation trace summed by "
                 "kind, ms per step; `ynn_fusion` = the GEMM/convolution library's fused "

@@ -22,7 +22,8 @@ from flax import nnx
 from xmodality_lite.models import attention, convolution, normalization
 from xmodality_lite.models.layers import MultiHeadSelfAttention, RowAttention, conv
 
-MEASURE = attention.measure_attention  # the real one, before any test replaces it
+MEASURE = attention.measure_attention  # the real ones, before any test replaces them
+MEASURE_TOKENS_LAST = attention.measure_tokens_last
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -231,6 +232,83 @@ def test_no_logit_sized_array_of_the_scale_is_materialised():
     assert not re.search(rf"= f32\[{b},{n},{t},{t}\]\{{[^}}]*\}} fusion\(%constant[.\d]*\)", hlo)
 
 
+def _row_attention_args(shape, seed=0, dtype=jnp.float32):
+    """Tokens y [R, T, C] and stacked projections for ``shape`` [R, T, heads, d], C = heads·d."""
+    r, t, heads, d = shape
+    c = heads * d
+    return tuple(normal(seed + i, s, dtype) * (1.0 if i == 0 else c ** -0.5)
+                 for i, s in enumerate(((r, t, c), (c, 3, heads, d), (3, heads, d),
+                                        (heads, d, c), (c,))))
+
+
+@pytest.mark.parametrize("shape", [(16, 64, 4, 4), (8, 32, 4, 8), (4, 33, 2, 16), (3, 7, 1, 4)])
+def test_tokens_last_forward_equals_the_projections_around_xlas_attention(shape):
+    """The sampling path of the conv stages' row attention: the same operator as flax's
+    projections around ``jax.nn.dot_product_attention``, at any length, to float32 rounding."""
+    args = _row_attention_args(shape)
+    ref = attention._fused_qkv_xla(*args)
+    assert rel_err(jax.jit(attention.tokens_last_forward)(*args), ref) < 2e-6
+    assert rel_err(attention.tokens_last_forward(*args), ref) < 2e-6
+
+
+@pytest.mark.parametrize("shape", [(16, 64, 4, 4), (8, 32, 4, 8)])
+def test_row_attention_samples_tokens_last_and_trains_with_the_bits_of_our_kernel(shape, ours,
+                                                                                    monkeypatch):
+    """Undifferentiated, :func:`fused_qkv_attention` runs the tokens-last forward; under ``vjp``
+    its values and gradients are those of the projections around our kernel, bit for bit (the
+    shipped models' training is unchanged)."""
+    args = _row_attention_args(shape, seed=3)
+    g = normal(9, (shape[0], shape[1], shape[2] * shape[3]))
+    calls = []
+    real = attention.tokens_last_forward
+    monkeypatch.setattr(attention, "tokens_last_forward",
+                        lambda *a: calls.append(1) or real(*a))
+    out = jax.jit(attention.fused_qkv_attention)(*args)
+    assert calls and rel_err(out, attention._fused_qkv_ours(*args)) < 2e-6
+
+    def with_grad(f):
+        return jax.jit(lambda *a: (lambda o, vjp: (o, vjp(g)))(*jax.vjp(f, *a)))
+
+    calls.clear()
+    new, old = with_grad(attention.fused_qkv_attention), with_grad(attention._fused_qkv_ours)
+    for a, b in zip(jax.tree.leaves(new(*args)), jax.tree.leaves(old(*args)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not calls  # the differentiated call never ran the tokens-last forward
+
+
+def test_tokens_last_is_chosen_like_our_kernel_and_measured_once_per_shape(table, monkeypatch):
+    """Never off the CPU, below MIN_TOKENS or with XLA's kernel; always with ours fixed; in
+    auto mode by one forward measurement per shape against the path it replaces, kept in the
+    machine's table beside the kernel's own choice."""
+    shape, short = (4, 64, 2, 8), (4, 16, 2, 8)
+    timings, calls = {"ours": 1.0, "xla": 1.5}, []
+
+    def measure(shape, dtype=jnp.float32, repeats=5):
+        calls.append(tuple(shape))
+        return dict(timings)
+
+    monkeypatch.setattr(attention, "measure_tokens_last", measure)
+    assert attention.tokens_last_for(shape) and calls == [shape]
+    assert attention.tokens_last_for(shape) and calls == [shape]  # this process's choice
+    assert not attention.tokens_last_for(short) and calls == [shape]  # < MIN_TOKENS
+    timings.update(xla=1.01)  # within the margin: the replaced path
+    assert not attention.tokens_last_for((4, 32, 2, 8))
+    saved = json.loads(attention.table_path().read_text())
+    assert saved["tokens_last/4x64x2x8:float32"]["kernel"] == "ours"
+    assert saved["tokens_last/4x32x2x8:float32"]["kernel"] == "xla"
+    with attention.fixed_kernel("xla"):
+        assert not attention.tokens_last_for(shape)
+    monkeypatch.setenv(attention.ENV_VAR, "ours")
+    assert attention.tokens_last_for((4, 48, 2, 8)) and len(calls) == 2  # fixed: not measured
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not attention.tokens_last_for(shape)
+
+
+def test_tokens_last_measurement_times_both_paths(table):
+    timings = MEASURE_TOKENS_LAST((8, 32, 2, 4), repeats=1)
+    assert set(timings) == {"ours", "xla"} and all(0 < t < 10 for t in timings.values())
+
+
 def test_attention_bfloat16_is_finite_and_close(ours):
     q, k, v = (normal(i, (2, attention.MIN_TOKENS, 2, 8), jnp.bfloat16) for i in range(3))
     out = attention.dot_product_attention(q, k, v)
@@ -260,8 +338,8 @@ def ours(monkeypatch):
 
 @pytest.fixture
 def table(monkeypatch, tmp_path):
-    """Auto mode with an empty cache, a fresh process's choices, and a measurement that records
-    its calls and returns the timings the test sets (``table.timings``)."""
+    """Auto mode with an empty cache, a fresh process's choices, and measurements that return
+    the timings the test sets (``table.timings``); the kernel's records its calls."""
     monkeypatch.setenv("XMODALITY_CACHE", str(tmp_path))
     monkeypatch.setenv(attention.ENV_VAR, "auto")
     monkeypatch.setattr(attention, "_CHOSEN", {})
@@ -272,6 +350,8 @@ def table(monkeypatch, tmp_path):
         return dict(fake.timings)
 
     monkeypatch.setattr(attention, "measure_attention", measure)
+    monkeypatch.setattr(attention, "measure_tokens_last",
+                        lambda shape, dtype=jnp.float32, repeats=5: dict(fake.timings))
     return fake
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from xmodality_lite import prng
-from xmodality_lite.models.attention import dot_product_attention
+from xmodality_lite.models.attention import dot_product_attention, fused_qkv_attention
 from xmodality_lite.models.convolution import conv_general_dilated
 from xmodality_lite.models.normalization import GroupNorm
 
@@ -296,7 +296,8 @@ def multi_head_self_attention(x: jax.Array, query: Projection, key: Projection,
     the last two is a batch axis. Returns [..., T, D] in ``dtype``.
 
     ``fuse_qkv`` computes q, k and v with one einsum (and the output with another) instead of
-    flax's four ``dot_general`` calls. The two differ only in float32 rounding (~1e-6); each
+    flax's four ``dot_general`` calls (:func:`.attention.fused_qkv_attention`, which lays the
+    tokens last when sampling). The two differ only in float32 rounding (~1e-6); each
     model keeps the one its shipped weights were trained and checked with (fused: the
     conv-stage :class:`RowAttention`; flax's: the transformers).
     """
@@ -304,10 +305,9 @@ def multi_head_self_attention(x: jax.Array, query: Projection, key: Projection,
     y = x.astype(dtype).reshape(-1, t, d)  # [R, W, C]: R batches (image rows) of W tokens
     if fuse_qkv:
         qkv_kernel = jnp.stack([query[0], key[0], value[0]], 1).astype(dtype)  # [C, 3, heads, hd]
-        qkv_bias = jnp.stack([query[1], key[1], value[1]]).astype(dtype)[:, None, None]
-        q, k, v = jnp.einsum("rwc,cknd->krwnd", y, qkv_kernel) + qkv_bias  # [R, W, heads, hd]
-        o = dot_product_attention(q, k, v)
-        o = jnp.einsum("rwnd,ndc->rwc", o, out[0].astype(dtype)) + out[1].astype(dtype)
+        qkv_bias = jnp.stack([query[1], key[1], value[1]]).astype(dtype)  # [3, heads, hd]
+        o = fused_qkv_attention(y, qkv_kernel, qkv_bias, out[0].astype(dtype),
+                                out[1].astype(dtype))
     else:
         q, k, v = (_project(y, p, 1, dtype) for p in (query, key, value))  # [R, W, heads, hd]
         o = _project(dot_product_attention(q, k, v), out, 2, dtype)
