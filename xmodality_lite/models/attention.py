@@ -34,11 +34,11 @@ Our kernel:
   probabilities: 1.5–1.6× faster alone, ~1.1× on a cpu ADM forward. Under ``grad`` the
   probabilities are kept for the backward, as before (the same bits in training).
 
-The conv-stage row attention (ADM, U-ViT) calls :func:`fused_qkv_attention`, which also
-owns the q/k/v projections: undifferentiated, with our kernel chosen, it lays the tokens last
-(:func:`_tokens_last_attention`, 1.3–1.4× faster at the cpu ADM's 64-token rows).
-
-Used by the conv-stage row attention (ADM, U-ViT) and by the transformer blocks (U-ViT, DiT).
+The transformer blocks (U-ViT, DiT) call :func:`dot_product_attention`. The conv stages' row
+attention (ADM, U-ViT) calls :func:`fused_qkv_attention`, which also owns the q/k/v
+projections: a call that is not differentiated runs :func:`tokens_last_forward` where
+:func:`tokens_last_for` chose it (1.3–1.4× faster at the cpu ADM's 64-token rows), and every
+gradient runs the projections around the chosen kernel.
 ``softmax_last`` is a ``jax.custom_vjp``: reverse mode works, forward mode (``jvp``) through
 our kernel does not.
 """
