@@ -276,6 +276,14 @@ def test_row_attention_samples_tokens_last_and_trains_with_the_bits_of_our_kerne
     assert not calls  # the differentiated call never ran the tokens-last forward
 
 
+def test_tokens_last_forward_in_bfloat16_is_finite_and_close(ours):
+    args = _row_attention_args((4, 32, 2, 8), seed=5, dtype=jnp.bfloat16)
+    out = attention.fused_qkv_attention(*args)
+    assert out.dtype == jnp.bfloat16 and bool(jnp.isfinite(out).all())
+    ref = attention._fused_qkv_xla(*(a.astype(jnp.float32) for a in args))
+    assert rel_err(out, ref) < 3e-2
+
+
 def test_tokens_last_is_chosen_like_our_kernel_and_measured_once_per_shape(table, monkeypatch):
     """Never off the CPU, below MIN_TOKENS or with XLA's kernel; always with ours fixed; in
     auto mode by one forward measurement per shape against the path it replaces, kept in the
