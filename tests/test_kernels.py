@@ -289,7 +289,7 @@ def test_tokens_last_is_chosen_like_our_kernel_and_measured_once_per_shape(table
     auto mode by one forward measurement per shape against the path it replaces, kept in the
     machine's table beside the kernel's own choice."""
     shape, short = (4, 64, 2, 8), (4, 16, 2, 8)
-    timings, calls = {"ours": 1.0, "xla": 1.5}, []
+    timings, calls = {"tokens_last": 1.0, "replaced": 1.5}, []
 
     def measure(shape, dtype=jnp.float32, repeats=5):
         calls.append(tuple(shape))
@@ -299,11 +299,12 @@ def test_tokens_last_is_chosen_like_our_kernel_and_measured_once_per_shape(table
     assert attention.tokens_last_for(shape) and calls == [shape]
     assert attention.tokens_last_for(shape) and calls == [shape]  # this process's choice
     assert not attention.tokens_last_for(short) and calls == [shape]  # < MIN_TOKENS
-    timings.update(xla=1.01)  # within the margin: the replaced path
+    timings.update(replaced=1.01)  # within the margin: the replaced path
     assert not attention.tokens_last_for((4, 32, 2, 8))
     saved = json.loads(attention.table_path().read_text())
-    assert saved["tokens_last/4x64x2x8:float32"]["kernel"] == "ours"
-    assert saved["tokens_last/4x32x2x8:float32"]["kernel"] == "xla"
+    assert saved["tokens_last/4x64x2x8:float32"]["kernel"] == "tokens_last"
+    assert saved["tokens_last/4x32x2x8:float32"]["kernel"] == "replaced"
+    assert saved["tokens_last/4x64x2x8:float32"]["replaced_s"] == 1.5
     with attention.fixed_kernel("xla"):
         assert not attention.tokens_last_for(shape)
     monkeypatch.setenv(attention.ENV_VAR, "ours")
@@ -314,7 +315,7 @@ def test_tokens_last_is_chosen_like_our_kernel_and_measured_once_per_shape(table
 
 def test_tokens_last_measurement_times_both_paths(table):
     timings = MEASURE_TOKENS_LAST((8, 32, 2, 4), repeats=1)
-    assert set(timings) == {"ours", "xla"} and all(0 < t < 10 for t in timings.values())
+    assert set(timings) == {"tokens_last", "replaced"} and all(0 < t < 10 for t in timings.values())
 
 
 def test_attention_bfloat16_is_finite_and_close(ours):
@@ -359,7 +360,8 @@ def table(monkeypatch, tmp_path):
 
     monkeypatch.setattr(attention, "measure_attention", measure)
     monkeypatch.setattr(attention, "measure_tokens_last",
-                        lambda shape, dtype=jnp.float32, repeats=5: dict(fake.timings))
+                        lambda shape, dtype=jnp.float32, repeats=5: {
+                            "tokens_last": fake.timings["ours"], "replaced": fake.timings["xla"]})
     return fake
 
 
@@ -433,6 +435,7 @@ def test_choice_needs_ours_faster_by_the_margin():
     assert attention.choose({"ours": 1.0, "xla": attention.MARGIN}) == "ours"
     assert attention.choose({"ours": 1.0, "xla": 0.99 * attention.MARGIN}) == "xla"
     assert attention.choose({"ours": 2.0, "xla": 1.0}) == "xla"
+    assert attention.choose({"new": 1.0, "old": 2.0}, "new", "old") == "new"
 
 
 def test_auto_measures_each_shape_once_and_the_table_outlives_the_process(table, monkeypatch):

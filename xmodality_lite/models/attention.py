@@ -66,7 +66,7 @@ MARGIN = 1.05  # ours is chosen only where it is at least 5 % faster than XLA's
 ENV_VAR = "XMODALITY_ATTENTION"
 MODES = ("auto", "ours", "xla")
 Kernel = Literal["ours", "xla"]
-_CHOSEN: dict[str, Kernel] = {}  # this process's choices, by table key
+_CHOSEN: dict[str, str] = {}  # this process's choices, by table key
 _FIXED: contextvars.ContextVar[Kernel | None] = contextvars.ContextVar("attention_kernel",
                                                                       default=None)
 
@@ -259,8 +259,8 @@ def measure_attention(shape: tuple[int, ...], dtype=jnp.float32, repeats: int = 
 
 def measure_tokens_last(shape: tuple[int, ...], dtype=jnp.float32, repeats: int = 5
                         ) -> dict[str, float]:
-    """Seconds of one forward of :func:`tokens_last_forward` (``"ours"``) and of the path it
-    replaces at ``shape`` [R, T, heads, d] (``"xla"``: the projections around the kernel
+    """Seconds of one forward of :func:`tokens_last_forward` (``"tokens_last"``) and of the path
+    it replaces at ``shape`` [R, T, heads, d] (``"replaced"``: the projections around the kernel
     :func:`kernel_for` chose), the fastest of ``repeats`` alternating runs. Safe inside a trace."""
     replaced = FUSED_QKV[kernel_for(shape, dtype)]
     with jax.ensure_compile_time_eval():
@@ -269,7 +269,7 @@ def measure_tokens_last(shape: tuple[int, ...], dtype=jnp.float32, repeats: int 
         rng = np.random.default_rng(0)
         args = [jnp.asarray(rng.standard_normal(s, np.float32) * c ** -0.5, dtype)
                 for s in ((r, t, c), (c, 3, heads, d), (3, heads, d), (heads, d, c), (c,))]
-        fns = {"ours": jax.jit(tokens_last_forward), "xla": jax.jit(replaced)}
+        fns = {"tokens_last": jax.jit(tokens_last_forward), "replaced": jax.jit(replaced)}
         return _fastest(fns, args, repeats)
 
 
@@ -285,9 +285,9 @@ def _fastest(fns: dict, args, repeats: int) -> dict[str, float]:
     return best
 
 
-def choose(timings: dict[str, float]) -> Kernel:
-    """Ours only if XLA's takes at least ``MARGIN`` times as long."""
-    return "ours" if timings["xla"] >= MARGIN * timings["ours"] else "xla"
+def choose(timings: dict[str, float], new: str = "ours", replaced: str = "xla") -> str:
+    """``new`` (our kernel) only if ``replaced`` (XLA's) takes at least ``MARGIN`` times as long."""
+    return new if timings[replaced] >= MARGIN * timings[new] else replaced
 
 
 @contextlib.contextmanager
@@ -339,7 +339,7 @@ def kernel_for(shape: tuple[int, ...], dtype=jnp.float32) -> Kernel:
         return mode  # type: ignore[return-value]
     key = _key(shape, dtype)
     if key not in _CHOSEN:
-        _CHOSEN[key] = _from_table(key, lambda: measure_attention(shape, dtype))
+        _CHOSEN[key] = _from_table(key, lambda: measure_attention(shape, dtype), ("ours", "xla"))
     return _CHOSEN[key]
 
 
@@ -357,13 +357,15 @@ def tokens_last_for(shape: tuple[int, ...], dtype=jnp.float32) -> bool:
         return mode == "ours"
     key = "tokens_last/" + _key(shape, dtype)
     if key not in _CHOSEN:
-        _CHOSEN[key] = _from_table(key, lambda: measure_tokens_last(shape, dtype))
-    return _CHOSEN[key] == "ours"
+        _CHOSEN[key] = _from_table(key, lambda: measure_tokens_last(shape, dtype),
+                                   ("tokens_last", "replaced"))
+    return _CHOSEN[key] == "tokens_last"
 
 
-def _from_table(key: str, measure) -> Kernel:
-    """The machine table's kernel for ``key``, measured (``measure()``: seconds of ``"ours"``
-    and ``"xla"``) and written first if it has none."""
+def _from_table(key: str, measure, names: tuple[str, str]) -> str:
+    """The machine table's choice for ``key`` between ``names`` (the new path, the one it
+    replaces), measured first (``measure()``: seconds of each, by name) and written if the table
+    has none."""
     from xmodality_lite.io import atomic_write_text
 
     path, timings = table_path(), None
@@ -372,13 +374,13 @@ def _from_table(key: str, measure) -> Kernel:
             table = _read(path)
             if key not in table:
                 timings = measure()
-                table[key] = {"kernel": choose(timings), "ours_s": timings["ours"],
-                              "xla_s": timings["xla"],
+                table[key] = {"kernel": choose(timings, *names),
+                              **{f"{name}_s": timings[name] for name in names},
                               "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 atomic_write_text(path, json.dumps(table, indent=1, sort_keys=True))
             return table[key]["kernel"]
     except OSError:  # a cache that cannot be written: this process's own measurement
-        return choose(timings or measure())
+        return choose(timings or measure(), *names)
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
