@@ -221,7 +221,7 @@ def _ceilings_and_kernels(repeats: int) -> dict:
             row[f"{name}_vjp_s"] = timing["median_s"]
         attn.append(row)
     out["attention"] = attn
-    if hasattr(attention, "tokens_last_forward"):  # the row attention's sampling path
+    if hasattr(attention, "row_attention_inputs"):  # the row attention's sampling path
         out["row_forward"] = [_row_forward(where, shape, repeats) for where, shape in [
             ("ADM/U-ViT rows, 64² stage", (SAMPLE_BATCH * 64, 64, 4, 4)),
             ("ADM/U-ViT rows, 32² stage, d = 4", (SAMPLE_BATCH * 32, 32, 4, 4)),
@@ -234,15 +234,10 @@ def _row_forward(where: str, shape: tuple[int, ...], repeats: int) -> dict:
     batch: the path the tokens-last layout replaces (the projections around the kernel
     ``kernel_for`` chose), the tokens-last forward, and what ``fused_qkv_attention`` runs."""
     import jax
-    import jax.numpy as jnp
 
     from xmodality_lite.models import attention
 
-    r, t, heads, d = shape
-    c = heads * d
-    args = [jax.random.normal(jax.random.key(i), s, jnp.float32) * c ** -0.5
-            for i, s in enumerate(((r, t, c), (c, 3, heads, d), (3, heads, d), (heads, d, c),
-                                   (c,)))]
+    args = attention.row_attention_inputs(shape)
     kernel = attention.kernel_for(shape)
     row = {"where": where, "shape": list(shape), "kernel": kernel,
            "tokens_last_chosen": attention.tokens_last_for(shape)}

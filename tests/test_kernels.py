@@ -232,20 +232,11 @@ def test_no_logit_sized_array_of_the_scale_is_materialised():
     assert not re.search(rf"= f32\[{b},{n},{t},{t}\]\{{[^}}]*\}} fusion\(%constant[.\d]*\)", hlo)
 
 
-def _row_attention_args(shape, seed=0, dtype=jnp.float32):
-    """Tokens y [R, T, C] and stacked projections for ``shape`` [R, T, heads, d], C = heads·d."""
-    r, t, heads, d = shape
-    c = heads * d
-    return tuple(normal(seed + i, s, dtype) * (1.0 if i == 0 else c ** -0.5)
-                 for i, s in enumerate(((r, t, c), (c, 3, heads, d), (3, heads, d),
-                                        (heads, d, c), (c,))))
-
-
 @pytest.mark.parametrize("shape", [(16, 64, 4, 4), (8, 32, 4, 8), (4, 33, 2, 16), (3, 7, 1, 4)])
 def test_tokens_last_forward_equals_the_projections_around_xlas_attention(shape):
     """The sampling path of the conv stages' row attention: the same operator as flax's
     projections around ``jax.nn.dot_product_attention``, at any length, to float32 rounding."""
-    args = _row_attention_args(shape)
+    args = attention.row_attention_inputs(shape)
     ref = attention._fused_qkv_xla(*args)
     assert rel_err(jax.jit(attention.tokens_last_forward)(*args), ref) < 2e-6
     assert rel_err(attention.tokens_last_forward(*args), ref) < 2e-6
@@ -257,7 +248,7 @@ def test_row_attention_samples_tokens_last_and_trains_with_the_bits_of_our_kerne
     """Undifferentiated, :func:`fused_qkv_attention` runs the tokens-last forward; under ``vjp``
     its values and gradients are those of the projections around our kernel, bit for bit (the
     shipped models' training is unchanged)."""
-    args = _row_attention_args(shape, seed=3)
+    args = attention.row_attention_inputs(shape, seed=3)
     g = normal(9, (shape[0], shape[1], shape[2] * shape[3]))
     calls = []
     real = attention.tokens_last_forward
@@ -277,7 +268,7 @@ def test_row_attention_samples_tokens_last_and_trains_with_the_bits_of_our_kerne
 
 
 def test_tokens_last_forward_in_bfloat16_is_finite_and_close(ours):
-    args = _row_attention_args((4, 32, 2, 8), seed=5, dtype=jnp.bfloat16)
+    args = attention.row_attention_inputs((4, 32, 2, 8), seed=5, dtype=jnp.bfloat16)
     out = attention.fused_qkv_attention(*args)
     assert out.dtype == jnp.bfloat16 and bool(jnp.isfinite(out).all())
     ref = attention._fused_qkv_xla(*(a.astype(jnp.float32) for a in args))

@@ -264,13 +264,21 @@ def measure_tokens_last(shape: tuple[int, ...], dtype=jnp.float32, repeats: int 
     :func:`kernel_for` chose), the fastest of ``repeats`` alternating runs. Safe inside a trace."""
     replaced = FUSED_QKV[kernel_for(shape, dtype)]
     with jax.ensure_compile_time_eval():
-        r, t, heads, d = shape
-        c = heads * d
-        rng = np.random.default_rng(0)
-        args = [jnp.asarray(rng.standard_normal(s, np.float32) * c ** -0.5, dtype)
-                for s in ((r, t, c), (c, 3, heads, d), (3, heads, d), (heads, d, c), (c,))]
         fns = {"tokens_last": jax.jit(tokens_last_forward), "replaced": jax.jit(replaced)}
-        return _fastest(fns, args, repeats)
+        return _fastest(fns, row_attention_inputs(shape, dtype), repeats)
+
+
+def row_attention_inputs(shape: tuple[int, ...], dtype=jnp.float32, seed: int = 0
+                         ) -> tuple[jax.Array, ...]:
+    """Random arguments of :func:`fused_qkv_attention` for ``shape`` [R, T, heads, d]: tokens
+    y [R, T, C] ~ N(0, 1) and, scaled by 1/√C, the stacked q/k/v kernel [C, 3, heads, d] and bias
+    [3, heads, d], the output kernel [heads, d, C] and bias [C] (C = heads·d). From ``seed``."""
+    r, t, heads, d = shape
+    c = heads * d
+    rng = np.random.default_rng(seed)
+    shapes = ((r, t, c), (c, 3, heads, d), (3, heads, d), (heads, d, c), (c,))
+    return tuple(jnp.asarray(rng.standard_normal(s, np.float32) * (1.0 if i == 0 else c ** -0.5),
+                             dtype) for i, s in enumerate(shapes))
 
 
 def _fastest(fns: dict, args, repeats: int) -> dict[str, float]:
