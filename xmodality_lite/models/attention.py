@@ -161,15 +161,18 @@ def tokens_last_forward(y: jax.Array, qkv_kernel: jax.Array, qkv_bias: jax.Array
     across rows, vectorised along the T queries, and oᵀ = v e [R, heads, d, T] has the short
     head width d as its rows. Normalised after the product, as :func:`_heads_first_attention`.
     With [.., T, d] operands and logits reduced along their last axis the same work ran
-    1.3–1.4× slower at the cpu ADM's 64-token rows (head width 4).
+    1.3–1.4× slower at the cpu ADM's 64-token rows (head width 4). The 1/√d scale multiplies
+    q, T·d numbers, instead of the T² logits: bit-identical where d is a power of 4 (the 64²
+    rows' d = 4), float32 rounding elsewhere; 5–10 % of the layer's time at the 64² rows.
     """
     dtype = y.dtype
     wq, wk, wv = (qkv_kernel[:, i] for i in range(3))  # each [C, heads, d]
-    q = jnp.einsum("rtc,cnd->rndt", y, wq) + qkv_bias[0][None, :, :, None]
+    scale = qkv_kernel.shape[-1] ** -0.5  # on the T·d queries, not the T² logits
+    q = (jnp.einsum("rtc,cnd->rndt", y, wq) + qkv_bias[0][None, :, :, None]) * scale
     k = jnp.einsum("rtc,cnd->rntd", y, wk) + qkv_bias[1][None, :, None, :]
     v = jnp.einsum("rtc,cnd->rndt", y, wv) + qkv_bias[2][None, :, :, None]
     logits = jnp.einsum("rnsd,rndt->rnst", k, q, preferred_element_type=jnp.float32)
-    e = jnp.exp((logits - logits.max(2, keepdims=True)) * q.shape[2] ** -0.5)
+    e = jnp.exp(logits - logits.max(2, keepdims=True))
     o = jnp.einsum("rnds,rnst->rndt", v, e.astype(dtype), preferred_element_type=jnp.float32)
     o = (o / e.sum(2, keepdims=True)).astype(dtype)
     return jnp.einsum("rndt,ndc->rtc", o, out_kernel) + out_bias
