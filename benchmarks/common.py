@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -177,8 +178,26 @@ def portable_path(path: str | os.PathLike) -> str:
         return str(Path(*path.parts[-2:]))
 
 
+def machine_kind(record: dict[str, Any] | None = None) -> str:
+    """A file-name slug of the CPU model that ``record`` (default: this machine) was measured on:
+    ``AMD EPYC`` → ``amd-epyc``, ``Intel(R) Xeon(R) Processor`` → ``intel-xeon-processor``."""
+    cpu = ((record or {}).get("machine") or {}).get("cpu") if record else _cpu_model()
+    slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)", "", str(cpu).lower())).strip("-")
+    return slug or "unknown"
+
+
+def _record(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def write_result(section: str, payload: dict[str, Any]) -> Path:
-    """``benchmarks/results/<section>.json`` with the run's context, written atomically."""
+    """``benchmarks/results/<section>.json`` with the run's context, written atomically.
+
+    Ratios and ceilings differ between machine kinds (the cpu profile's speed-ups by up to
+    1.5x between an AMD EPYC and an Intel Xeon of this project's size, RESULTS §8), so a run
+    never replaces another kind's: the previous file, if measured on another CPU model, is
+    kept as ``<section>@<its machine kind>.json`` (replacing that kind's older one), and
+    this kind's own kept file, if any, is superseded (removed)."""
     from xmodality_lite.io import atomic_write_text
 
     record = {"section": section,
@@ -186,13 +205,24 @@ def write_result(section: str, payload: dict[str, Any]) -> Path:
               "commit": git_commit(), "machine": machine(), "versions": versions(), **payload}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{section}.json"
+    previous = _record(path)
+    if previous is not None and machine_kind(previous) != machine_kind(record):
+        path.replace(RESULTS / f"{section}@{machine_kind(previous)}.json")
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    (RESULTS / f"{section}@{machine_kind(record)}.json").unlink(missing_ok=True)  # superseded
     return path
 
 
 def read_result(section: str) -> dict[str, Any] | None:
-    path = RESULTS / f"{section}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The section's latest result, if it was measured on this machine kind (rows of another
+    kind's run are not merged into this one's), else None."""
+    record = _record(RESULTS / f"{section}.json")
+    return record if record is not None and machine_kind(record) == machine_kind() else None
+
+
+def other_machines(section: str) -> list[dict[str, Any]]:
+    """The section's latest result on each other machine kind (``<section>@<kind>.json``)."""
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"{section}@*.json"))]
 
 
 def merge_rows(old: list[dict], new: list[dict], keys: tuple[str, ...]) -> list[dict]:
