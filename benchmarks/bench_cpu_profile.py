@@ -7,10 +7,12 @@ checkout's — alternating A, B, A, B so that a machine that slows down mid-run 
 Reported: the median wall and CPU time of each, their ratio (before ÷ after), the ratio of the
 fastest calls of each side over all rounds (on these virtual machines the same call's time
 varies by up to ~1.6× from call to call, ADM's forward 220–368 ms within one worker; the
-fastest call is the one least affected, the median is what one waits), and the achieved GFLOP/s (3 × forward FLOPs per train step) against the float32 GEMM
-and 3×3 convolution ceilings measured in the same run. Also, in the same workers, the two
-operations the speed-ups replaced: the wavelet front end and the attention at the shapes the
-cpu models use.
+fastest call is the one least affected, the median is what one waits), and the achieved
+GFLOP/s (3 × forward FLOPs per train step) against the float32 GEMM and 3×3 convolution
+ceilings measured in the same run. Also, in the same workers, the two operations the
+speed-ups replaced: the wavelet front end and the attention at the shapes the cpu models use;
+and each step's convolutions timed alone (``_convolutions``): before ÷ their sum bounds the
+speed-up of any change that keeps XLA's convolutions.
 
     python -m benchmarks.bench_cpu_profile                    # baseline: BASELINE below
     python -m benchmarks.bench_cpu_profile --baseline HEAD~3 --rounds 3
@@ -94,6 +96,71 @@ def _worker(name: str, repeats: int) -> dict:
         return loss
 
     out["train"] = time_call(one_step, repeats)
+    return out
+
+
+def _convolutions(name: str, repeats: int) -> dict:
+    """The convolutions of ``name``'s sampler step (batch 32) and train step (batch 16), each
+    timed alone: every ``conv_general_dilated`` in the program's jaxpr (the train step's
+    gradient convolutions included), compiled by itself with the program's XLA options and
+    timed (fastest of ``repeats``), summed over its occurrences. Their sum is what the step would
+    take if everything but its convolutions were free, so before ÷ it bounds the speed-up any
+    change that keeps the convolutions can reach."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.extend import core
+
+    from xmodality_lite import training
+    from xmodality_lite.config import get_profile
+    from xmodality_lite.diffusion import functional
+    from xmodality_lite.models import compiler
+
+    prof = get_profile("cpu")
+    size = prof.image_size
+    keys = jax.random.split(jax.random.key(0), 3)
+    model = training.build(name, prof, 0)
+    x, cond = (jnp.zeros((SAMPLE_BATCH, size, size, 1)) for _ in range(2))
+    pure_fn, weights = functional(model)
+    optimizer = training.make_optimizer(model, prof)
+    graphdef, state = nnx.split((model, optimizer, nnx.clone(model)))
+    step = training.make_train_step(graphdef, gamma=prof.train.min_snr_gamma,
+                                    ema_decay=prof.train.ema_decay,
+                                    ema_warmup=prof.train.ema_warmup)
+    tof = jnp.zeros((TRAIN_BATCH, size, size, 1))
+    programs = {"forward": jax.make_jaxpr(pure_fn)(weights, x, cond, jnp.zeros(SAMPLE_BATCH)),
+                "train": step.trace(state, tof, tof, keys[2]).jaxpr}  # a jit with options
+
+    def convolutions(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "conv_general_dilated":
+                yield eqn
+            for param in eqn.params.values():
+                inner = param.jaxpr if isinstance(param, core.ClosedJaxpr) else param
+                if isinstance(inner, core.Jaxpr):
+                    yield from convolutions(inner)
+
+    out = {}
+    for program, closed in programs.items():
+        options = compiler.compiler_options(model, program)
+        timed: dict[str, tuple[float, float]] = {}
+        total = {"count": 0, "gflop": 0.0, "s": 0.0}
+        for eqn in convolutions(closed.jaxpr):
+            shapes = [v.aval for v in eqn.invars]
+            key = repr((shapes, sorted((k, repr(v)) for k, v in eqn.params.items())))
+            if key not in timed:
+                args = [jnp.ones(a.shape, a.dtype) for a in shapes]
+                conv = compiler.jit(lambda *a, eqn=eqn: eqn.primitive.bind(*a, **eqn.params),
+                                    options)
+                cost = conv.lower(*args).compile().cost_analysis()
+                cost = cost[0] if isinstance(cost, list) else cost  # older jaxlibs: a list
+                timed[key] = (fastest_s(lambda conv=conv, args=args: conv(*args), repeats),
+                              cost.get("flops", 0.0) / 1e9)
+            seconds, gflop = timed[key]
+            total["count"] += 1
+            total["gflop"] += gflop
+            total["s"] += seconds
+        out[program] = {**total, "distinct": len(timed)}
     return out
 
 
@@ -267,9 +334,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         what, *rest = args.worker
         repeats = int(rest[-1])
-        result = {"model": _worker, "profile": _profile, "operations": lambda r: _operations(r),
+        result = {"model": _worker, "profile": _profile, "convolutions": _convolutions,
+                  "operations": lambda r: _operations(r),
                   "ceilings": lambda r: _ceilings_and_kernels(r)}[what]
-        out = result(rest[0], repeats) if what in ("model", "profile") else result(repeats)
+        per_model = ("model", "profile", "convolutions")
+        out = result(rest[0], repeats) if what in per_model else result(repeats)
         import xmodality_lite
 
         print(json.dumps({**out, "package": portable_path(Path(xmodality_lite.__file__).parent)}))
@@ -294,6 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
                     runs[side].append(_run_side(roots[side], "model", name, str(args.repeats)))
             sides[name] = runs
         profiles = {name: _run_side(ROOT, "profile", name, "3") for name in args.models.split(",")}
+        alone = {name: _run_side(ROOT, "convolutions", name, str(args.repeats))
+                 for name in args.models.split(",")}
     rows = []
     for name, runs in sides.items():
         row = {"model": name, "forward_gflop_b1": ceilings["forward_gflop"][name],
@@ -312,6 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
             row[f"{what}_speedup_cpu"] = row[f"{what}_before_cpu_s"] / row[f"{what}_after_cpu_s"]
             row[f"{what}_speedup_fastest"] = (row[f"{what}_before_fastest_s"]
                                               / row[f"{what}_after_fastest_s"])
+            row[f"{what}_convolutions"] = {k: v for k, v in alone[name][what].items()}
         rows.append(row)
         log(f"[cpu_profile] {row}")
     payload = {"baseline": baseline_rev, "train_batch": TRAIN_BATCH,

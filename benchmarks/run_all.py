@@ -297,6 +297,25 @@ def _cpu_profile(r: dict) -> list[str]:
                      f"{x['forward_gflops_after']:.0f} ({x['forward_gflops_after'] / gemm:.2f})"])
     out += _table(["model", "train s before", "after", "speed-up", "forward s before", "after",
                    "speed-up", "train GFLOP/s (÷ GEMM)", "forward GFLOP/s (÷ GEMM)"], body)
+    if all("forward_convolutions" in x for x in r["rows"]):
+        out += ["Where the rest of the speed-up would have to come from: each program's "
+                "convolutions timed alone (every `conv_general_dilated` in its jaxpr, the train "
+                "step's gradient ones included, compiled by itself with the program's XLA "
+                "options; fastest of the repeats, summed over occurrences). Before ÷ that sum is "
+                "the speed-up the step would reach if everything but its convolutions took no "
+                "time; after − it is what the rest takes now.", ""]
+        body = []
+        for x in r["rows"]:
+            cells = [x["model"]]
+            for what in ("train", "forward"):
+                alone = x[f"{what}_convolutions"]
+                cells += [f"{alone['count']} ({alone['distinct']})", f"{alone['s']:.3f}",
+                          f"{x[f'{what}_before_s'] / alone['s']:.2f}×" if alone["s"] else "–",
+                          f"{x[f'{what}_after_s'] - alone['s']:.3f}"]
+            body.append(cells)
+        out += _table(["model", "train: convolutions (distinct)", "alone s",
+                       "before ÷ alone", "after − alone s", "forward: convolutions (distinct)",
+                       "alone s", "before ÷ alone", "after − alone s"], body)
     others = other_machines("cpu_profile")
     if others:
         out += ["The same comparison, each other machine kind's latest run (wall medians, "
