@@ -11,8 +11,9 @@ fastest call is the one least affected, the median is what one waits), and the a
 GFLOP/s (3 × forward FLOPs per train step) against the float32 GEMM and 3×3 convolution
 ceilings measured in the same run. Also, in the same workers, the two operations the
 speed-ups replaced: the wavelet front end and the attention at the shapes the cpu models use;
-and each step's convolutions timed alone (``_convolutions``): before ÷ their sum bounds the
-speed-up of any change that keeps XLA's convolutions.
+each step's convolutions timed alone (``_convolutions``): before ÷ their sum bounds the
+speed-up of any change that keeps XLA's convolutions; and each step with its attention layers
+replaced by the identity (``_without_attention``): what the attention costs.
 
     python -m benchmarks.bench_cpu_profile                    # baseline: BASELINE below
     python -m benchmarks.bench_cpu_profile --baseline HEAD~3 --rounds 3
@@ -162,6 +163,18 @@ def _convolutions(name: str, repeats: int) -> dict:
             total["s"] += seconds
         out[program] = {**total, "distinct": len(timed)}
     return out
+
+
+def _without_attention(name: str, repeats: int) -> dict:
+    """:func:`_worker` with every attention layer (the conv stages' row attention, the
+    transformers' self-attention) replaced by the identity: the step's time less what its
+    attention costs, projections and layout changes included. Not a model anyone trains; a
+    measurement of where the time goes."""
+    from xmodality_lite.models import layers
+
+    for module in (layers.RowAttention, layers.MultiHeadSelfAttention):
+        module.__call__ = lambda self, x: x
+    return _worker(name, repeats)
 
 
 def _operations(repeats: int) -> dict:
@@ -335,9 +348,10 @@ def main(argv: list[str] | None = None) -> dict:
         what, *rest = args.worker
         repeats = int(rest[-1])
         result = {"model": _worker, "profile": _profile, "convolutions": _convolutions,
+                  "without_attention": _without_attention,
                   "operations": lambda r: _operations(r),
                   "ceilings": lambda r: _ceilings_and_kernels(r)}[what]
-        per_model = ("model", "profile", "convolutions")
+        per_model = ("model", "profile", "convolutions", "without_attention")
         out = result(rest[0], repeats) if what in per_model else result(repeats)
         import xmodality_lite
 
@@ -354,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
         ceilings = _run_side(ROOT, "ceilings", str(args.repeats))
         operations = {side: _run_side(root, "operations", str(args.repeats))
                       for side, root in roots.items()}
+        alone: dict[str, list[dict]] = {}
+        no_attention: dict[str, list[dict]] = {}
         for name in args.models.split(","):
             runs = {"before": [], "after": []}
             for r in range(args.rounds):
@@ -361,10 +377,13 @@ def main(argv: list[str] | None = None) -> dict:
                 for side in order:
                     log(f"[cpu_profile] {name} {side} (round {r + 1}/{args.rounds})")
                     runs[side].append(_run_side(roots[side], "model", name, str(args.repeats)))
+                # in every round, beside the A/B pair: the machine's state drifts between rounds
+                alone.setdefault(name, []).append(
+                    _run_side(ROOT, "convolutions", name, str(args.repeats)))
+                no_attention.setdefault(name, []).append(
+                    _run_side(ROOT, "without_attention", name, str(args.repeats)))
             sides[name] = runs
         profiles = {name: _run_side(ROOT, "profile", name, "3") for name in args.models.split(",")}
-        alone = {name: _run_side(ROOT, "convolutions", name, str(args.repeats))
-                 for name in args.models.split(",")}
     rows = []
     for name, runs in sides.items():
         row = {"model": name, "forward_gflop_b1": ceilings["forward_gflop"][name],
@@ -383,7 +402,12 @@ def main(argv: list[str] | None = None) -> dict:
             row[f"{what}_speedup_cpu"] = row[f"{what}_before_cpu_s"] / row[f"{what}_after_cpu_s"]
             row[f"{what}_speedup_fastest"] = (row[f"{what}_before_fastest_s"]
                                               / row[f"{what}_after_fastest_s"])
-            row[f"{what}_convolutions"] = {k: v for k, v in alone[name][what].items()}
+            # the convolutions' sum is a bound: the fastest round's; without attention, the
+            # median over rounds, as the after side's
+            row[f"{what}_convolutions"] = min((a[what] for a in alone[name]),
+                                              key=lambda a: a["s"])
+            row[f"{what}_without_attention_s"] = statistics.median(
+                w[what]["median_s"] for w in no_attention[name])
         rows.append(row)
         log(f"[cpu_profile] {row}")
     payload = {"baseline": baseline_rev, "train_batch": TRAIN_BATCH,

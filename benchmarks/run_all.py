@@ -301,7 +301,7 @@ def _cpu_profile(r: dict) -> list[str]:
         out += ["Where the rest of the speed-up would have to come from: each program's "
                 "convolutions timed alone (every `conv_general_dilated` in its jaxpr, the train "
                 "step's gradient ones included, compiled by itself with the program's XLA "
-                "options; fastest of the repeats, summed over occurrences). Before ÷ that sum is "
+                "options; fastest of the repeats, summed over occurrences; the fastest round's sum). Before ÷ that sum is "
                 "the speed-up the step would reach if everything but its convolutions took no "
                 "time; after − it is what the rest takes now.", ""]
         body = []
@@ -312,10 +312,19 @@ def _cpu_profile(r: dict) -> list[str]:
                 cells += [f"{alone['count']} ({alone['distinct']})", f"{alone['s']:.3f}",
                           f"{x[f'{what}_before_s'] / alone['s']:.2f}×" if alone["s"] else "–",
                           f"{x[f'{what}_after_s'] - alone['s']:.3f}"]
+                if f"{what}_without_attention_s" in x:
+                    cells.append(f"{x[f'{what}_after_s'] - x[f'{what}_without_attention_s']:.3f}")
             body.append(cells)
+        attention = all("train_without_attention_s" in x for x in r["rows"])
+        extra = ["attention s"] if attention else []
         out += _table(["model", "train: convolutions (distinct)", "alone s",
-                       "before ÷ alone", "after − alone s", "forward: convolutions (distinct)",
-                       "alone s", "before ÷ alone", "after − alone s"], body)
+                       "before ÷ alone", "after − alone s", *extra,
+                       "forward: convolutions (distinct)", "alone s", "before ÷ alone",
+                       "after − alone s", *extra], body)
+        if attention:
+            out += ["Attention s = after − the same step with every attention layer replaced by "
+                    "the identity (median over the rounds' workers; projections and layout changes included): what "
+                    "the attention costs of the rest.", ""]
     others = other_machines("cpu_profile")
     if others:
         out += ["The same comparison, each other machine kind's latest run (wall medians, "
