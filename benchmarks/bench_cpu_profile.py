@@ -47,6 +47,14 @@ BASELINE = "a06d35a"  # the last commit before the cpu-profile speed-ups
 TRAIN_BATCH, SAMPLE_BATCH = 16, 32
 
 
+def _recipe_step(training, graphdef, prof):
+    """``training.make_train_step`` with the profile's recipe (Min-SNR γ, EMA decay and warm-up),
+    from whichever package ``training`` is (this checkout's or the baseline's)."""
+    return training.make_train_step(graphdef, gamma=prof.train.min_snr_gamma,
+                                    ema_decay=prof.train.ema_decay,
+                                    ema_warmup=prof.train.ema_warmup)
+
+
 def _worker(name: str, repeats: int) -> dict:
     """Train step and forward of ``name`` at the cpu profile, in whatever package is importable."""
     import jax
@@ -84,9 +92,7 @@ def _worker(name: str, repeats: int) -> dict:
     ema = nnx.clone(model)
     nnx.update(ema, jax.tree.map(jnp.copy, nnx.state(ema)))
     graphdef, state = nnx.split((model, optimizer, ema))
-    step = training.make_train_step(graphdef, gamma=prof.train.min_snr_gamma,
-                                    ema_decay=prof.train.ema_decay,
-                                    ema_warmup=prof.train.ema_warmup)
+    step = _recipe_step(training, graphdef, prof)
     tof, cta = (jax.random.uniform(k, (TRAIN_BATCH, size, size, 1), minval=-1.0, maxval=1.0)
                 for k in keys[1:])
     holder = {"state": state}
@@ -125,9 +131,7 @@ def _convolutions(name: str, repeats: int) -> dict:
     pure_fn, weights = functional(model)
     optimizer = training.make_optimizer(model, prof)
     graphdef, state = nnx.split((model, optimizer, nnx.clone(model)))
-    step = training.make_train_step(graphdef, gamma=prof.train.min_snr_gamma,
-                                    ema_decay=prof.train.ema_decay,
-                                    ema_warmup=prof.train.ema_warmup)
+    step = _recipe_step(training, graphdef, prof)
     tof = jnp.zeros((TRAIN_BATCH, size, size, 1))
     programs = {"forward": jax.make_jaxpr(pure_fn)(weights, x, cond, jnp.zeros(SAMPLE_BATCH)),
                 "train": step.trace(state, tof, tof, keys[2]).jaxpr}  # a jit with options
@@ -219,9 +223,7 @@ def _profile(name: str, repeats: int) -> dict:
 
     run = training.start_run(name, prof, 0)
     graphdef, state = nnx.split(run.objects)
-    step = training.make_train_step(graphdef, gamma=prof.train.min_snr_gamma,
-                                    ema_decay=prof.train.ema_decay,
-                                    ema_warmup=prof.train.ema_warmup)
+    step = _recipe_step(training, graphdef, prof)
     tof, cta = training.as_pair(data.batch_at(0))
     key = jax.random.key(0)
     for _ in range(2):

@@ -181,7 +181,7 @@ def portable_path(path: str | os.PathLike) -> str:
 def machine_kind(record: dict[str, Any] | None = None) -> str:
     """A file-name slug of the CPU model that ``record`` (default: this machine) was measured on:
     ``AMD EPYC`` → ``amd-epyc``, ``Intel(R) Xeon(R) Processor`` → ``intel-xeon-processor``."""
-    cpu = ((record or {}).get("machine") or {}).get("cpu") if record else _cpu_model()
+    cpu = (record.get("machine") or {}).get("cpu") if record else _cpu_model()
     slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)", "", str(cpu).lower())).strip("-")
     return slug or "unknown"
 
@@ -213,16 +213,21 @@ def write_result(section: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def latest_result(section: str) -> dict[str, Any] | None:
+    """The section's latest result on any machine kind, or None."""
+    return _record(RESULTS / f"{section}.json")
+
+
 def read_result(section: str) -> dict[str, Any] | None:
     """The section's latest result, if it was measured on this machine kind (rows of another
     kind's run are not merged into this one's), else None."""
-    record = _record(RESULTS / f"{section}.json")
+    record = latest_result(section)
     return record if record is not None and machine_kind(record) == machine_kind() else None
 
 
 def other_machines(section: str) -> list[dict[str, Any]]:
     """The section's latest result on each other machine kind (``<section>@<kind>.json``)."""
-    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"{section}@*.json"))]
+    return [_record(p) for p in sorted(RESULTS.glob(f"{section}@*.json"))]
 
 
 def merge_rows(old: list[dict], new: list[dict], keys: tuple[str, ...]) -> list[dict]:
