@@ -304,6 +304,16 @@ def _ceilings_and_kernels(repeats: int) -> dict:
             vjp = jax.jit(lambda q, k, v, g, fn=fn: jax.vjp(fn, q, k, v)[1](g))
             timing = time_call(lambda vjp=vjp, args=(q, k, v, g): vjp(*args), repeats)
             row[f"{name}_vjp_s"] = timing["median_s"]
+        if hasattr(attention, "ROWS_CONTRACTED_MAX_WIDTH"):  # the kernel, XLA's gradient products
+            width, attention.ROWS_CONTRACTED_MAX_WIDTH = attention.ROWS_CONTRACTED_MAX_WIDTH, -1
+            try:
+                vjp = jax.jit(lambda q, k, v, g: jax.vjp(kernel, q, k, v)[1](g))
+                row["kernel_xla_products_vjp_s"] = time_call(
+                    lambda vjp=vjp, args=(q, k, v, g): vjp(*args), repeats)["median_s"]
+            finally:
+                attention.ROWS_CONTRACTED_MAX_WIDTH = width
+            row["rows_contracted"] = attention.rows_contracted_for(
+                (shape[0], shape[2], shape[1], shape[3]), jnp.float32)
         attn.append(row)
     out["attention"] = attn
     if hasattr(attention, "row_attention_inputs"):  # the row attention's sampling path

@@ -366,6 +366,18 @@ def _cpu_profile(r: dict) -> list[str]:
                     f"{a.get('kernel_vjp_s', a['ours_vjp_s']):.4f}",
                     f"{a['jax_vjp_s'] / a.get('kernel_vjp_s', a['ours_vjp_s']):.2f}×",
                     a.get("path", "ours"), f"{a['ours_vjp_s']:.4f}"] for a in c["attention"]])
+    if all("kernel_xla_products_vjp_s" in a for a in c["attention"]):
+        out += ["Our kernel's gradient with its two row-contracted products (∂L/∂k = gᵀ q, "
+                "∂L/∂v = pᵀ g) as XLA writes them (its own dot, the large operand a transposed "
+                "left) and as `attention._rows_contracted` computes them, (qᵀ g)ᵀ with the large "
+                "operand a plain right operand of YNNPACK's GEMM (heads up to "
+                "`ROWS_CONTRACTED_MAX_WIDTH` = 32 wide; forward + VJP, wall s, same run):", ""]
+        out += _table(["where", "[B, T, heads, d]", "XLA's products s", "row-contracted s",
+                       "faster by"],
+                      [[a["where"], str(a["shape"]), f"{a['kernel_xla_products_vjp_s']:.4f}",
+                        f"{a['kernel_vjp_s']:.4f}" if a["rows_contracted"] else "(not used)",
+                        f"{a['kernel_xla_products_vjp_s'] / a['kernel_vjp_s']:.2f}×"
+                        if a["rows_contracted"] else ""] for a in c["attention"]])
     if c.get("row_forward"):
         out += ["The conv stages' row attention when sampling (projections included, "
                 "undifferentiated, batch 32, wall s): the path it replaces (the projections "

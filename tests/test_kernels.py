@@ -199,6 +199,59 @@ def test_scale_inside_the_softmax_has_the_bits_of_the_scale_on_the_logits(shape)
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 16, 4), (1, 2, 40, 32)])  # heads-first [B, heads, T, d]
+def test_row_contracted_products_have_the_gradients_of_the_plain_products(shape):
+    """``_scores`` (q kᵀ) and ``_mixed`` (p v) with their hand-written VJPs: the values and
+    gradients of the plain einsums' autodiff to float32 rounding, and ∂L/∂k = gᵀ q,
+    ∂L/∂v = pᵀ g as NumPy computes them in float64."""
+    b, n, t, d = shape
+    q, k, v = (normal(i, shape) for i in range(3))
+    p = jax.nn.softmax(normal(3, (b, n, t, t)), -1)
+    g_s, g_m = normal(4, (b, n, t, t)), normal(5, shape)
+    for custom, plain, args, g in [
+            (attention._scores, lambda q, k: jnp.einsum("bnth,bnsh->bnts", q, k), (q, k), g_s),
+            (attention._mixed, lambda p, v: jnp.einsum("bnts,bnsh->bnth", p, v), (p, v), g_m)]:
+        out, vjp = jax.vjp(jax.jit(custom), *args)
+        ref, ref_vjp = jax.vjp(plain, *args)
+        assert rel_err(out, ref) < 2e-6
+        for got, want in zip(vjp(g), ref_vjp(g), strict=True):
+            assert got.shape == want.shape and rel_err(got, want) < 2e-6
+    f64 = [np.asarray(a, np.float64) for a in (q, p, g_s, g_m)]
+    assert rel_err(jax.vjp(attention._scores, q, k)[1](g_s)[1],
+                   np.einsum("bnts,bnth->bnsh", f64[2], f64[0])) < 2e-6  # gᵀ q
+    assert rel_err(jax.vjp(attention._mixed, p, v)[1](g_m)[1],
+                   np.einsum("bnts,bnth->bnsh", f64[1], f64[3])) < 2e-6  # pᵀ g
+
+
+def test_the_gradient_never_contracts_the_logits_along_their_rows_on_the_left(monkeypatch):
+    """XLA writes ∂L/∂k and ∂L/∂v as products whose left operand, the [.., T, T] logits'
+    gradient or the probabilities, is contracted along its rows (its own slow dot on the CPU).
+    Our kernel's compiled gradient has no such product; with the row-contracted form switched
+    off (``ROWS_CONTRACTED_MAX_WIDTH`` < d) it has two, and the same gradient to float32
+    rounding."""
+    q, k, v, g = (normal(i, (8, 64, 4, 4)) for i in range(4))
+
+    def compiled():
+        fn = jax.jit(lambda q, k, v, g: jax.vjp(attention.cpu_dot_product_attention, q, k, v)[1](g))
+        return fn.lower(q, k, v, g).compile().as_text(), fn(q, k, v, g)
+
+    row_contracted = re.compile(r"dot\(.*lhs_batch_dims=\{0,1\}, lhs_contracting_dims=\{2\}")
+    hlo, new = compiled()
+    assert not row_contracted.search(hlo)
+    monkeypatch.setattr(attention, "ROWS_CONTRACTED_MAX_WIDTH", 0)
+    hlo, old = compiled()
+    assert len(row_contracted.findall(hlo)) == 2
+    for a, b in zip(new, old, strict=True):
+        assert rel_err(a, b) < 2e-6
+
+
+def test_row_contracted_gradient_only_for_narrow_float32_heads():
+    assert attention.rows_contracted_for((2, 4, 64, attention.ROWS_CONTRACTED_MAX_WIDTH),
+                                         jnp.float32)
+    assert not attention.rows_contracted_for((2, 4, 64, 64), jnp.float32)  # DiT-L/16's d
+    assert not attention.rows_contracted_for((2, 4, 64, 4), jnp.bfloat16)
+
+
 def _entry_values_of_shape(hlo: str, shape: tuple[int, ...]) -> int:
     """How many values of ``shape`` the compiled program's entry computation writes."""
     entry = hlo[hlo.index("\nENTRY"):]
