@@ -294,7 +294,7 @@ def _ceilings_and_kernels(repeats: int) -> dict:
         q, k, v, g = (normal(i, shape) for i in range(4))
         row = {"where": where, "shape": list(shape)}
         if hasattr(attention, "kernel_for"):  # chosen per shape by measuring, on this machine
-            row.update(dispatch="measured",
+            row.update(dispatch="measured", min_tokens=attention.MIN_TOKENS,
                        path={"ours": "ours", "xla": "XLA's"}[attention.kernel_for(shape)])
         else:  # the baseline package: ours from MIN_TOKENS tokens
             row.update(dispatch="MIN_TOKENS", path="ours" if shape[1] >= getattr(

@@ -352,9 +352,10 @@ def _cpu_profile(r: dict) -> list[str]:
             "9×9 depthwise stride-2 convolution before, two small matrix products per axis "
             "after (`models.wavelets`; the same operator, tested equal).", ""]
     out += _table(["[B, H, W, C]", "convolution ms", "matrices ms", "speed-up"], rows)
+    min_tokens = c["attention"][0].get("min_tokens", 32) if c["attention"] else 32
     dispatch = ("the kernel `attention.kernel_for` chose for the shape on this machine: XLA's "
-                "below `MIN_TOKENS` = 32 tokens, from there ours only where its own measurement "
-                "found it at least `MARGIN` = 5 % faster"
+                f"below `MIN_TOKENS` = {min_tokens} tokens, from there ours only where its own "
+                "measurement found it at least `MARGIN` = 5 % faster"
                 if c["attention"] and c["attention"][0].get("dispatch") == "measured" else
                 "our kernel from `MIN_TOKENS` = 32 tokens, XLA's below, where ours is slower")
     out += ["Attention at every shape the cpu models use (forward + VJP, wall s, after): XLA's "

@@ -20,7 +20,7 @@ import os  # noqa: E402
 # The suite runs on the embedded phantom: a researcher's XMODALITY_DATA (real TopCoW) in the
 # shell must not switch the tests to real data. Tests of the real-data path set it themselves.
 os.environ.pop("XMODALITY_DATA", None)
-# Our attention kernel wherever it applies (>= MIN_TOKENS), as the shipped models were trained,
+# Our attention kernel wherever it applies (>= OURS_MIN_TOKENS), as the shipped models were trained,
 # instead of a per-shape timing on the first use of each shape (models.attention.kernel_for):
 # results do not hang on a measurement, and a fresh clone's suite does not pay for one. The
 # choice itself, and both kernels' equality, are tested in tests/test_kernels.py.

@@ -329,10 +329,10 @@ def test_tokens_last_forward_in_bfloat16_is_finite_and_close(ours):
 
 
 def test_tokens_last_is_chosen_like_our_kernel_and_measured_once_per_shape(table, monkeypatch):
-    """Never off the CPU, below MIN_TOKENS or with XLA's kernel; always with ours fixed; in
-    auto mode by one forward measurement per shape against the path it replaces, kept in the
-    machine's table beside the kernel's own choice."""
-    shape, short = (4, 64, 2, 8), (4, 16, 2, 8)
+    """Never off the CPU, below MIN_TOKENS or with XLA's kernel; with ours fixed from
+    OURS_MIN_TOKENS; in auto mode by one forward measurement per shape against the path it
+    replaces, kept in the machine's table beside the kernel's own choice."""
+    shape, short = (4, 64, 2, 8), (4, attention.MIN_TOKENS - 1, 2, 8)
     timings, calls = {"tokens_last": 1.0, "replaced": 1.5}, []
 
     def measure(shape, dtype=jnp.float32, repeats=5):
@@ -348,6 +348,10 @@ def test_tokens_last_is_chosen_like_our_kernel_and_measured_once_per_shape(table
     saved = json.loads(attention.table_path().read_text())
     assert saved["tokens_last/4x64x2x8:float32"]["kernel"] == "tokens_last"
     assert saved["tokens_last/4x32x2x8:float32"]["kernel"] == "replaced"
+    monkeypatch.setenv(attention.ENV_VAR, "ours")
+    rows = (4, attention.OURS_MIN_TOKENS, 2, 8)
+    assert attention.tokens_last_for(rows) and not attention.tokens_last_for(
+        (4, attention.OURS_MIN_TOKENS - 1, 2, 8))
     assert saved["tokens_last/4x64x2x8:float32"]["replaced_s"] == 1.5
     with attention.fixed_kernel("xla"):
         assert not attention.tokens_last_for(shape)
@@ -363,7 +367,7 @@ def test_tokens_last_measurement_times_both_paths(table):
 
 
 def test_attention_bfloat16_is_finite_and_close(ours):
-    q, k, v = (normal(i, (2, attention.MIN_TOKENS, 2, 8), jnp.bfloat16) for i in range(3))
+    q, k, v = (normal(i, (2, attention.OURS_MIN_TOKENS, 2, 8), jnp.bfloat16) for i in range(3))
     out = attention.dot_product_attention(q, k, v)
     assert out.dtype == jnp.bfloat16 and bool(jnp.isfinite(out).all())
     ref = jax.nn.dot_product_attention(*(t.astype(jnp.float32) for t in (q, k, v)))
@@ -385,7 +389,7 @@ def _custom_softmax_vjp_ran(fn, *args) -> bool:
 
 @pytest.fixture
 def ours(monkeypatch):
-    """``$XMODALITY_ATTENTION=ours``: our kernel at every shape of MIN_TOKENS tokens or more."""
+    """``$XMODALITY_ATTENTION=ours``: our kernel at every shape of OURS_MIN_TOKENS tokens or more."""
     monkeypatch.setenv(attention.ENV_VAR, "ours")
 
 
@@ -410,7 +414,7 @@ def table(monkeypatch, tmp_path):
 
 
 def test_attention_dispatch_uses_our_kernel_on_the_cpu_only(monkeypatch, ours):
-    q, k, v = (normal(i, (2, attention.MIN_TOKENS, 2, 4)) for i in range(3))
+    q, k, v = (normal(i, (2, attention.OURS_MIN_TOKENS, 2, 4)) for i in range(3))
 
     def loss():  # a new function per call, so that no cached trace hides the dispatch
         return lambda q: jnp.sum(attention.dot_product_attention(q, k, v) ** 2)
@@ -424,14 +428,22 @@ def test_attention_dispatch_uses_our_kernel_on_the_cpu_only(monkeypatch, ours):
     assert rel_err(cpu, attention.dot_product_attention(q, k, v)) < 1e-5
 
 
-def test_short_sequences_use_xlas_attention(ours):
-    """Below MIN_TOKENS XLA's attention is the faster one on the CPU (RESULTS.md §8)."""
-    short, long_ = (normal(0, (2, t, 2, 4)) for t in (attention.MIN_TOKENS // 2, attention.MIN_TOKENS))
+def test_short_sequences_use_xlas_attention(ours, table, monkeypatch):
+    """With ours fixed (the shipped models' training), XLA's below OURS_MIN_TOKENS; in auto
+    mode XLA's below MIN_TOKENS, unmeasured, and shapes from MIN_TOKENS measured."""
+    short, long_ = (normal(0, (2, t, 2, 4)) for t in (attention.OURS_MIN_TOKENS - 1,
+                                                      attention.OURS_MIN_TOKENS))
+    monkeypatch.setenv(attention.ENV_VAR, "ours")
     for x, used in ((short, False), (long_, True)):
         assert _custom_softmax_vjp_ran(
             lambda q, x=x: jnp.sum(attention.dot_product_attention(q, x, x) ** 2), x) is used
         np.testing.assert_allclose(attention.dot_product_attention(x, x, x),
                                    jax.nn.dot_product_attention(x, x, x), atol=1e-5)
+    assert table.calls == []
+    monkeypatch.setenv(attention.ENV_VAR, "auto")
+    tiny, rows = (2, attention.MIN_TOKENS - 1, 2, 4), (2, attention.MIN_TOKENS, 2, 4)
+    assert attention.kernel_for(tiny) == "xla" and table.calls == []
+    assert attention.kernel_for(rows) == "ours" and table.calls == [rows]  # measured: faster
 
 
 def test_xla_mode_never_runs_ours_and_a_bad_mode_is_named(monkeypatch):
@@ -489,7 +501,8 @@ def test_auto_measures_each_shape_once_and_the_table_outlives_the_process(table,
     table.timings = {"ours": 1.0, "xla": 1.01}  # within the margin: XLA's, the replaced one
     assert attention.kernel_for(slow) == "xla"
     assert attention.kernel_for(fast) == "ours" and table.calls == [fast, slow]
-    assert attention.kernel_for((4, 16, 2, 8)) == "xla" and len(table.calls) == 2  # < MIN_TOKENS
+    assert attention.kernel_for((4, attention.MIN_TOKENS - 1, 2, 8)) == "xla"  # unmeasured
+    assert len(table.calls) == 2
 
     saved = json.loads(attention.table_path().read_text())
     assert {k: v["kernel"] for k, v in saved.items()} == {"4x64x2x8:float32": "ours",

@@ -7,16 +7,18 @@ and which is faster depends on the shape and on the machine: ours was 1.3–1.7�
 machine (``benchmarks/RESULTS.md`` §8), and 1.19× *slower* at U-ViT's paper shape on another.
 So :func:`dot_product_attention` lets each shape choose (:func:`kernel_for`):
 
-* on any backend but the CPU, and for sequences shorter than ``MIN_TOKENS`` (the conv stages'
-  8² and 16² rows, where ours was slower on every machine measured), XLA's;
+* on any backend but the CPU, and for sequences shorter than ``MIN_TOKENS`` = 8, XLA's;
 * otherwise the first use of a shape on a machine times both, forward + VJP, and takes ours
   only if it is at least ``MARGIN`` faster. The choice is written to a table in the per-user
   cache (``<cache>/attention/<machine>.json``, keyed by CPU, core count, JAX version and
   ``XLA_FLAGS``) and read back by every later process, so a machine keeps its choices and its
   results stay the same from run to run;
-* ``$XMODALITY_ATTENTION`` = ``ours`` or ``xla`` fixes the kernel for every shape (``ours``:
-  what the shipped models were trained with; ``make checkpoints`` sets it, so that a retraining
-  reproduces them bit for bit), ``auto`` (the default) chooses as above.
+* ``$XMODALITY_ATTENTION`` = ``ours`` or ``xla`` fixes the kernel for every shape, nothing
+  measured; ``auto`` (the default) chooses as above. ``ours`` is what the shipped models were
+  trained with: ours from ``OURS_MIN_TOKENS`` = 32 tokens, XLA's at the conv stages' 8- and
+  16-token rows, where ours was slower on the machine they were trained on (it is faster on
+  others, so ``auto`` measures from 8). ``make checkpoints`` and the test suite set it, so
+  that a retraining reproduces the shipped models bit for bit on that kind of machine.
 
 Our kernel:
 
@@ -66,7 +68,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-MIN_TOKENS = 32  # shorter sequences: XLA's attention, unmeasured (slower on every machine, §8)
+MIN_TOKENS = 8  # shorter sequences: XLA's attention, unmeasured
+OURS_MIN_TOKENS = 32  # $XMODALITY_ATTENTION=ours: XLA's below, as the shipped models were trained
 ROWS_CONTRACTED_MAX_WIDTH = 32  # wider heads: XLA's own gradient products (rows_contracted_for)
 KERNELS_VERSION = 2  # 2: the gradient's row-contracted products by _rows_contracted
 MARGIN = 1.05  # ours is chosen only where it is at least 5 % faster than XLA's
@@ -402,7 +405,8 @@ def _read(path: Path) -> dict:
 
 @contextlib.contextmanager
 def fixed_kernel(kernel: Kernel) -> Iterator[None]:
-    """Attention traced inside this block runs ``kernel`` at every shape, nothing measured:
+    """Attention traced inside this block runs ``kernel`` as ``$XMODALITY_ATTENTION`` would
+    fix it (``ours`` from ``OURS_MIN_TOKENS`` tokens), nothing measured:
     what ``$XMODALITY_ATTENTION`` does for a whole process, for one block of code (and it
     takes precedence over it). ``models.model_flops`` counts with XLA's kernel this way."""
     if kernel not in get_args(Kernel):
@@ -418,11 +422,10 @@ def kernel_for(shape: tuple[int, ...], dtype=jnp.float32) -> Kernel:
     """Which kernel :func:`dot_product_attention` runs at ``shape`` [B, T, heads, d] (see above)."""
     if jax.default_backend() != "cpu" or shape[1] < MIN_TOKENS:
         return "xla"
-    if (fixed := _FIXED.get()) is not None:
-        return fixed
-    mode = attention_mode()
+    fixed = _FIXED.get()
+    mode = fixed if fixed is not None else attention_mode()
     if mode != "auto":
-        return mode  # type: ignore[return-value]
+        return "ours" if mode == "ours" and shape[1] >= OURS_MIN_TOKENS else "xla"
     key = _key(shape, dtype)
     if key not in _CHOSEN:
         _CHOSEN[key] = _from_table(key, lambda: measure_attention(shape, dtype), ("ours", "xla"))
@@ -432,7 +435,8 @@ def kernel_for(shape: tuple[int, ...], dtype=jnp.float32) -> Kernel:
 def tokens_last_for(shape: tuple[int, ...], dtype=jnp.float32) -> bool:
     """Whether an undifferentiated :func:`fused_qkv_attention` at ``shape`` [R, T, heads, d]
     runs :func:`tokens_last_forward`: as :func:`kernel_for` decides for ours — never off the
-    CPU, below ``MIN_TOKENS`` or with XLA's kernel fixed; always with ours fixed; otherwise
+    CPU, below ``MIN_TOKENS`` or with XLA's kernel fixed; with ours fixed from
+    ``OURS_MIN_TOKENS`` tokens; otherwise
     measured once per shape on this machine against the path it replaces (forward alone, at
     least ``MARGIN`` faster) and kept in the same table, under ``tokens_last/<shape>``."""
     if jax.default_backend() != "cpu" or shape[1] < MIN_TOKENS:
@@ -440,7 +444,7 @@ def tokens_last_for(shape: tuple[int, ...], dtype=jnp.float32) -> bool:
     fixed = _FIXED.get()
     mode = fixed if fixed is not None else attention_mode()
     if mode != "auto":
-        return mode == "ours"
+        return mode == "ours" and shape[1] >= OURS_MIN_TOKENS
     key = "tokens_last/" + _key(shape, dtype)
     if key not in _CHOSEN:
         _CHOSEN[key] = _from_table(key, lambda: measure_tokens_last(shape, dtype),
