@@ -316,6 +316,7 @@ def _ceilings_and_kernels(repeats: int) -> dict:
                 (shape[0], shape[2], shape[1], shape[3]), jnp.float32)
         attn.append(row)
     out["attention"] = attn
+    out["rows_contracted_max_width"] = getattr(attention, "ROWS_CONTRACTED_MAX_WIDTH", None)
     if hasattr(attention, "row_attention_inputs"):  # the row attention's sampling path
         out["row_forward"] = [_row_forward(where, shape, repeats) for where, shape in [
             ("ADM/U-ViT rows, 64² stage", (SAMPLE_BATCH * 64, 64, 4, 4)),

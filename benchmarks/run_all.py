@@ -372,7 +372,8 @@ def _cpu_profile(r: dict) -> list[str]:
                 "∂L/∂v = pᵀ g) as XLA writes them (its own dot, the large operand a transposed "
                 "left) and as `attention._rows_contracted` computes them, (qᵀ g)ᵀ with the large "
                 "operand a plain right operand of YNNPACK's GEMM (heads up to "
-                "`ROWS_CONTRACTED_MAX_WIDTH` = 32 wide; forward + VJP, wall s, same run):", ""]
+                f"`ROWS_CONTRACTED_MAX_WIDTH` = {c.get('rows_contracted_max_width', 16)} wide; "
+                "forward + VJP, wall s, same run):", ""]
         out += _table(["where", "[B, T, heads, d]", "XLA's products s", "row-contracted s",
                        "faster by"],
                       [[a["where"], str(a["shape"]), f"{a['kernel_xla_products_vjp_s']:.4f}",

@@ -248,6 +248,7 @@ def test_the_gradient_never_contracts_the_logits_along_their_rows_on_the_left(mo
 def test_row_contracted_gradient_only_for_narrow_float32_heads():
     assert attention.rows_contracted_for((2, 4, 64, attention.ROWS_CONTRACTED_MAX_WIDTH),
                                          jnp.float32)
+    assert not attention.rows_contracted_for((16, 4, 256, 32), jnp.float32)  # DiT cpu: ~1.0x
     assert not attention.rows_contracted_for((2, 4, 64, 64), jnp.float32)  # DiT-L/16's d
     assert not attention.rows_contracted_for((2, 4, 64, 4), jnp.bfloat16)
 

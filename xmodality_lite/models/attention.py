@@ -34,8 +34,8 @@ Our kernel:
 * in the gradient, the two products that contract the [.., T, T] logits or probabilities
   along their rows (∂L/∂k = gᵀ q, ∂L/∂v = pᵀ g) are computed transposed, (qᵀ g)ᵀ, so that the
   large operand is a plain right-hand operand of a library GEMM (:func:`_rows_contracted`;
-  heads up to ``ROWS_CONTRACTED_MAX_WIDTH`` wide): the same sums, bit-identical on the
-  machines measured at the ADM's row shapes, 1.4–1.8× faster forward + VJP there;
+  heads up to ``ROWS_CONTRACTED_MAX_WIDTH`` wide): the same sums, bit-identical at the cpu
+  models' shapes on the machine measured, the kernel 1.2–1.7× faster forward + VJP there;
 * a call that is not differentiated (sampling) normalises after the second product,
   (Σ_s e_ts v_s) / Σ_s e_ts, dividing [.., T, d] instead of writing the [.., T, T]
   probabilities: 1.5–1.6× faster alone, ~1.1× on a cpu ADM forward. Under ``grad`` the
@@ -70,8 +70,8 @@ import numpy as np
 
 MIN_TOKENS = 8  # shorter sequences: XLA's attention, unmeasured
 OURS_MIN_TOKENS = 32  # $XMODALITY_ATTENTION=ours: XLA's below, as the shipped models were trained
-ROWS_CONTRACTED_MAX_WIDTH = 32  # wider heads: XLA's own gradient products (rows_contracted_for)
-KERNELS_VERSION = 2  # 2: the gradient's row-contracted products by _rows_contracted
+ROWS_CONTRACTED_MAX_WIDTH = 16  # wider heads: XLA's own gradient products (rows_contracted_for)
+KERNELS_VERSION = 3  # 2: row-contracted gradient products (_rows_contracted); 3: to d = 16
 MARGIN = 1.05  # ours is chosen only where it is at least 5 % faster than XLA's
 ENV_VAR = "XMODALITY_ATTENTION"
 MODES = ("auto", "ours", "xla")
@@ -161,10 +161,10 @@ _mixed.defvjp(_mixed_fwd, _mixed_bwd)
 def rows_contracted_for(shape: tuple[int, ...], dtype) -> bool:
     """Whether the gradient of our kernel at heads-first ``shape`` [B, heads, T, d] computes its
     row-contracted products by :func:`_rows_contracted`: float32 on the CPU, heads at most
-    ``ROWS_CONTRACTED_MAX_WIDTH`` wide. The kernel's forward + VJP alone, on an Intel Xeon
-    (RESULTS §8 has each cpu-model shape): 1.4× faster at the ADM's 64² rows (d = 4), 1.7× at
-    its 32-token rows (d = 8), 1.4× at the DiT's 256 tokens (d = 32); at d = 64 (DiT-L/16)
-    0.85×, so XLA's form stays there."""
+    ``ROWS_CONTRACTED_MAX_WIDTH`` wide. Our whole kernel, forward + VJP, on an Intel Xeon
+    (RESULTS §8 has each cpu-model shape): 1.2× faster at the ADM's 64² rows (d = 4), 1.3–1.7×
+    at its 16- and 32-token rows, 1.1–1.3× at d = 16; at the DiT's 256 tokens of width 32
+    0.93–1.04× and at d = 64 (DiT-L/16) 0.85×, so XLA's form stays there."""
     return (jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.float32
             and shape[-1] <= ROWS_CONTRACTED_MAX_WIDTH)
 
