@@ -505,8 +505,19 @@ def _test_suite(r: dict) -> list[str]:
              str(x.get("skipped", 0)), str(x.get("failed", 0)),
              f"{x['wall_s'] / x['passed']:.2f}" if x.get("passed") else "–", x["summary"]]
             for x in (old, new)]
-    return out + _table(["commit", "wall min", "passed", "skipped", "failed", "wall s per test",
-                         "pytest's last line"], body)
+    out += _table(["commit", "wall min", "passed", "skipped", "failed", "wall s per test",
+                   "pytest's last line"], body)
+    others = other_machines("test_suite")
+    if others:
+        out += ["Each other machine kind's latest run (the same two sides, one after the other):",
+                ""]
+        out += _table(["machine", "run at", "before", "min", "after", "min", "passed", "faster by"],
+                      [[o["machine"]["cpu"], o["date"][:10], f"`{o['runs'][0]['rev']}`",
+                        f"{o['runs'][0]['wall_s'] / 60:.1f}", f"`{o['runs'][1]['rev']}`",
+                        f"{o['runs'][1]['wall_s'] / 60:.1f}",
+                        f"{o['runs'][0].get('passed', '–')} → {o['runs'][1].get('passed', '–')}",
+                        f"{o['ratio']:.2f}×"] for o in others])
+    return out
 
 
 def _model_build(r: dict) -> list[str]:
