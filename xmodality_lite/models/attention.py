@@ -405,10 +405,10 @@ def _read(path: Path) -> dict:
 
 @contextlib.contextmanager
 def fixed_kernel(kernel: Kernel) -> Iterator[None]:
-    """Attention traced inside this block runs ``kernel`` as ``$XMODALITY_ATTENTION`` would
-    fix it (``ours`` from ``OURS_MIN_TOKENS`` tokens), nothing measured:
-    what ``$XMODALITY_ATTENTION`` does for a whole process, for one block of code (and it
-    takes precedence over it). ``models.model_flops`` counts with XLA's kernel this way."""
+    """Attention traced inside this block runs ``kernel`` (``ours`` from ``OURS_MIN_TOKENS``
+    tokens), nothing measured: what ``$XMODALITY_ATTENTION`` does for a whole process, for one
+    block of code (and it takes precedence over it). ``models.model_flops`` counts with XLA's
+    kernel this way."""
     if kernel not in get_args(Kernel):
         raise ValueError(f"kernel must be 'ours' or 'xla'; got {kernel!r}")
     token = _FIXED.set(kernel)
@@ -418,14 +418,23 @@ def fixed_kernel(kernel: Kernel) -> Iterator[None]:
         _FIXED.reset(token)
 
 
-def kernel_for(shape: tuple[int, ...], dtype=jnp.float32) -> Kernel:
-    """Which kernel :func:`dot_product_attention` runs at ``shape`` [B, T, heads, d] (see above)."""
+def _unmeasured(shape: tuple[int, ...]) -> Kernel | None:
+    """The kernel at ``shape`` where no measurement decides: XLA's off the CPU and below
+    ``MIN_TOKENS``; with a kernel fixed (:func:`fixed_kernel`, ``$XMODALITY_ATTENTION``), ours
+    from ``OURS_MIN_TOKENS`` tokens if it is ours, else XLA's. ``None``: auto, measure."""
     if jax.default_backend() != "cpu" or shape[1] < MIN_TOKENS:
         return "xla"
     fixed = _FIXED.get()
     mode = fixed if fixed is not None else attention_mode()
-    if mode != "auto":
-        return "ours" if mode == "ours" and shape[1] >= OURS_MIN_TOKENS else "xla"
+    if mode == "auto":
+        return None
+    return "ours" if mode == "ours" and shape[1] >= OURS_MIN_TOKENS else "xla"
+
+
+def kernel_for(shape: tuple[int, ...], dtype=jnp.float32) -> Kernel:
+    """Which kernel :func:`dot_product_attention` runs at ``shape`` [B, T, heads, d] (see above)."""
+    if (kernel := _unmeasured(shape)) is not None:
+        return kernel
     key = _key(shape, dtype)
     if key not in _CHOSEN:
         _CHOSEN[key] = _from_table(key, lambda: measure_attention(shape, dtype), ("ours", "xla"))
@@ -439,12 +448,8 @@ def tokens_last_for(shape: tuple[int, ...], dtype=jnp.float32) -> bool:
     ``OURS_MIN_TOKENS`` tokens; otherwise
     measured once per shape on this machine against the path it replaces (forward alone, at
     least ``MARGIN`` faster) and kept in the same table, under ``tokens_last/<shape>``."""
-    if jax.default_backend() != "cpu" or shape[1] < MIN_TOKENS:
-        return False
-    fixed = _FIXED.get()
-    mode = fixed if fixed is not None else attention_mode()
-    if mode != "auto":
-        return mode == "ours" and shape[1] >= OURS_MIN_TOKENS
+    if (kernel := _unmeasured(shape)) is not None:
+        return kernel == "ours"
     key = "tokens_last/" + _key(shape, dtype)
     if key not in _CHOSEN:
         _CHOSEN[key] = _from_table(key, lambda: measure_tokens_last(shape, dtype),
