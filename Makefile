@@ -68,7 +68,7 @@ test-fast: env  ## unit tests only (no notebooks, no book build)
 	$(MALLOC_ENV) XMODALITY_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) -m "not book" tests
 
 lint: env  ## ruff
-	$(BIN)/ruff check xmodality_lite tests benchmarks
+	$(BIN)/ruff check xmodality_lite tests benchmarks book/_ext
 
 bench: env  ## measure speed and memory; writes benchmarks/RESULTS.md
 	$(MALLOC_ENV) $(BIN)/python -m benchmarks.run_all

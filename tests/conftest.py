@@ -26,6 +26,16 @@ os.environ.pop("XMODALITY_DATA", None)
 # choice itself, and both kernels' equality, are tested in tests/test_kernels.py.
 os.environ.setdefault("XMODALITY_ATTENTION", "ours")
 
+# The notebook clients tests start themselves (nbclient) wait in polls of <= 1 s, as the book's
+# build does (book/_ext/kernel_waits.py): a missed ZeroMQ wake-up must not cost a cell timeout.
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))
+import kernel_waits  # noqa: E402
+
+kernel_waits.install()
+
 
 def pytest_collection_modifyitems(config, items):
     """Longest work first, so that the two xdist workers finish together.

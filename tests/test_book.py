@@ -81,6 +81,7 @@ def test_build_succeeds(book):
         if (HTML / "reports").is_dir() else ""
     assert book.returncode == 0, f"{_tail(book)}\n{reports}"
     assert "build succeeded" in book.stdout
+    assert "kernel_waits: " in book.stdout  # the extension ran in jupyter-book's process
 
 
 def test_one_page_per_toc_entry(pages):
