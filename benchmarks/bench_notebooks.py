@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 
 from benchmarks.common import ROOT, load, log, peak_rss_mib, run_worker, write_result
@@ -29,6 +30,10 @@ def measure(path: str, profile: str) -> dict:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import kernel_waits  # replies waited for in 1 s polls, as in the book's build
+
+    kernel_waits.install()
     nb = nbformat.read(path, as_version=4)
     placeholder = any(PLACEHOLDER in c.source for c in nb.cells if c.cell_type == "markdown")
     os.environ["XMODALITY_PROFILE"] = profile
