@@ -23,7 +23,7 @@ import time
 from queue import Empty
 
 SLICE_S = 1.0
-LATE = {"replies": 0}  # replies read when a slice ran out: a missed wake-up, or a coincidence
+LATE = {"replies": 0}  # messages read when a slice ran out: a missed wake-up, or a coincidence
 
 
 def sliced(get_msg, slice_s: float = SLICE_S):
@@ -62,8 +62,9 @@ def _report(app, exception) -> None:
     from sphinx.util import logging
 
     logging.getLogger(__name__).info(
-        f"kernel_waits: {LATE['replies']} kernel replies read only when a "
-        f"{SLICE_S:g} s poll ran out (each would have waited for the cell timeout)")
+        f"kernel_waits: {LATE['replies']} kernel messages read only when a {SLICE_S:g} s poll "
+        f"ran out (a missed wake-up, or a message arriving just then; unsliced, a missed "
+        f"wake-up waits for the whole timeout)")
 
 
 def setup(app):
