@@ -124,9 +124,13 @@ def test_lesson_runs_from_an_installed_wheel(env_python, tmp_path, lesson):
             "JAX_PLATFORMS": "cpu", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
             "MPLCONFIGDIR": matplotlib.get_cachedir()}  # reuse the font cache: seconds saved
     t0 = time.perf_counter()
-    NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(work)}}).execute(
-        env=env)
-    seconds = time.perf_counter() - t0
+    try:
+        NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(work)}}
+                       ).execute(env=env)
+        seconds = time.perf_counter() - t0
+    finally:  # a client given its kernel manager leaves the kernel running: stop it here
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
 
     texts = [out.get("text", "") + "".join(map(str, out.get("data", {}).values()))
              for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
