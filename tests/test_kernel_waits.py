@@ -9,15 +9,12 @@ messages carry the kernel's send time in their header, as jupyter_client's do.
 from __future__ import annotations
 
 import asyncio
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from queue import Empty
 
+import kernel_waits  # book/_ext, on the path from tests/conftest.py (which installs it)
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))
-import kernel_waits  # noqa: E402
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -37,7 +37,7 @@ def _now(tz) -> datetime:
 
 def lag_s(msg: dict) -> float | None:
     """Seconds from the kernel's send (its header's ``date``) to now; None without a date."""
-    sent = msg.get("header", {}).get("date") if isinstance(msg, dict) else None
+    sent = msg.get("header", {}).get("date")
     if not isinstance(sent, datetime):
         return None
     return (_now(sent.tzinfo) - sent).total_seconds()
